@@ -1,0 +1,43 @@
+"""AgeLens: estimate people's ages from photos of their faces."""
+
+from agelens.bundles import Bundle, builtin_bundle_names, load_bundle
+from agelens.errors import (
+    AgeLensError,
+    DatasetError,
+    EmptyImageError,
+    ImageError,
+    ImageTooLargeError,
+    ModelError,
+    NotAnImageError,
+    TruncatedImageError,
+)
+from agelens.estimates import Face
+from agelens.estimator import AgeEstimator, GateResult
+from agelens.gate import Decision, GatePolicy
+from agelens.groups import GroupScheme, resolve_scheme
+from agelens.images import load_image
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgeEstimator",
+    "AgeLensError",
+    "Bundle",
+    "DatasetError",
+    "Decision",
+    "EmptyImageError",
+    "Face",
+    "GatePolicy",
+    "GateResult",
+    "GroupScheme",
+    "ImageError",
+    "ImageTooLargeError",
+    "ModelError",
+    "NotAnImageError",
+    "TruncatedImageError",
+    "__version__",
+    "builtin_bundle_names",
+    "load_bundle",
+    "load_image",
+    "resolve_scheme",
+]

@@ -1,0 +1,152 @@
+"""Model bundles: an ONNX file plus a manifest that says how to feed it and what it outputs.
+
+A bundle is data, not code. It is named by a built-in name (``cydral-v1``), or by a
+path to a folder holding ``manifest.json``, or to the manifest itself. Built-in
+bundles point at weights that an installed package ships, so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from agelens.errors import ModelError
+
+DEFAULT_BUNDLE = "cydral-v1"
+_BUILTIN_ROOT = importlib.resources.files("agelens") / "models"
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """A validated manifest and the resolved location of its ONNX weights."""
+
+    name: str
+    manifest: dict[str, Any]
+    model_path: Path
+
+    @property
+    def input_size(self) -> int:
+        return int(self.manifest["input"]["size"])
+
+    @property
+    def input_name(self) -> str:
+        return str(self.manifest["input"]["name"])
+
+    @property
+    def output_name(self) -> str:
+        return str(self.manifest["output"]["name"])
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in self.manifest["input"]["mean"])  # type: ignore[return-value]
+
+    @property
+    def scale(self) -> float:
+        return float(self.manifest["input"]["scale"])
+
+    @property
+    def ages(self) -> list[float]:
+        """The age in years each output class stands for (its value in the expectation)."""
+        return [float(v) for v in self.manifest["output"]["ages"]]
+
+    @property
+    def chip_padding(self) -> float:
+        return float(self.manifest["alignment"]["chip_padding"])
+
+    @property
+    def flip_tta(self) -> bool:
+        """The bundle's default for horizontal-flip test-time augmentation."""
+        return bool(self.manifest.get("inference", {}).get("flip_tta", False))
+
+    @property
+    def license(self) -> dict[str, Any]:
+        return dict(self.manifest["license"])
+
+
+_REQUIRED = {
+    "input": ("name", "size", "mean", "scale"),
+    "output": ("name", "ages"),
+    "alignment": ("chip_padding",),
+    "license": ("spdx", "source"),
+    "artifact": ("path", "sha256"),
+}
+
+
+def builtin_bundle_names() -> list[str]:
+    """Names of the bundles shipped with AgeLens."""
+    return sorted(entry.name for entry in _BUILTIN_ROOT.iterdir() if (entry / "manifest.json").is_file())
+
+
+def load_bundle(name_or_path: str | Path = DEFAULT_BUNDLE, *, verify: bool = True) -> Bundle:
+    """Resolve a bundle by built-in name or path, and check its weights against the manifest."""
+    manifest_path = _manifest_path(name_or_path)
+    try:
+        manifest = json.loads(Path(str(manifest_path)).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ModelError(f"{manifest_path}: unreadable manifest ({error})") from error
+    _validate(manifest, manifest_path)
+    model_path = _artifact_path(manifest, Path(str(manifest_path)).parent)
+    if verify:
+        _verify_checksum(model_path, manifest["artifact"]["sha256"])
+    return Bundle(str(manifest.get("name", Path(str(manifest_path)).parent.name)), manifest, model_path)
+
+
+def _manifest_path(name_or_path: str | Path) -> Path:
+    text = str(name_or_path)
+    builtin = _BUILTIN_ROOT / text / "manifest.json"
+    if "/" not in text and builtin.is_file():
+        return Path(str(builtin))
+    path = Path(text)
+    if path.is_dir():
+        path = path / "manifest.json"
+    if not path.is_file():
+        raise ModelError(
+            f"no model bundle {text!r}: use a built-in name ({', '.join(builtin_bundle_names())}) "
+            "or a folder holding manifest.json"
+        )
+    return path
+
+
+def _validate(manifest: Any, where: Path) -> None:
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{where}: the manifest must be a JSON object")
+    for section, keys in _REQUIRED.items():
+        missing = [key for key in keys if key not in manifest.get(section, {})]
+        if missing:
+            raise ModelError(f"{where}: manifest section {section!r} lacks {', '.join(missing)}")
+
+
+def _artifact_path(manifest: dict[str, Any], folder: Path) -> Path:
+    artifact = manifest["artifact"]
+    if "package" in artifact:
+        try:
+            path = Path(str(importlib.resources.files(artifact["package"]) / artifact["path"]))
+        except ModuleNotFoundError as error:
+            raise ModelError(
+                f"bundle weights live in the package {artifact['package']!r}, which is not installed"
+            ) from error
+    else:
+        path = folder / artifact["path"]
+    if not path.is_file():
+        raise ModelError(f"model weights not found at {path}")
+    return path
+
+
+@cache
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify_checksum(path: Path, expected: str) -> None:
+    actual = _hash_file(path)
+    if actual != expected:
+        raise ModelError(f"{path}: sha256 {actual} does not match the manifest's {expected}")

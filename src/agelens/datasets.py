@@ -1,0 +1,153 @@
+"""Labelled face datasets: readers, content-hash deduplication, and the deterministic split.
+
+A dataset is named by a spec: ``utkface:DIR``, ``imfdb:DIR`` (a folder with
+``train.csv`` of ``ID,Class`` beside its images) or ``csv:FILE`` (columns ``path``,
+relative to the CSV's folder, and ``age`` and/or ``group``, optional ``gender``, ``race``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from agelens.errors import DatasetError
+
+Split = Literal["train", "val", "test", "all"]
+SPLITS: tuple[Split, ...] = ("train", "val", "test", "all")
+
+_UTKFACE_NAME = re.compile(r"(\d{1,3})_([01])_([0-4])_\d+\.jpg\.chip\.jpg")
+UTKFACE_GENDERS = ("male", "female")
+UTKFACE_RACES = ("White", "Black", "Asian", "Indian", "Others")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One labelled image; ``age`` in years and/or ``group`` label, plus optional demographics."""
+
+    path: Path
+    age: float | None = None
+    group: str | None = None
+    gender: str | None = None
+    race: str | None = None
+
+
+@dataclass(slots=True)
+class Dataset:
+    """Samples of one source, and the files that could not be read as samples."""
+
+    kind: str
+    root: Path
+    samples: list[Sample]
+    malformed: list[str] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def read_utkface(folder: Path) -> Dataset:
+    """Labels from names ``age_gender_race_timestamp.jpg.chip.jpg``; other names are malformed."""
+    samples, malformed = [], []
+    for path in sorted(_require_dir(folder).iterdir()):
+        if not path.is_file():
+            continue
+        match = _UTKFACE_NAME.fullmatch(path.name)
+        if not match:
+            malformed.append(path.name)
+            continue
+        age, gender, race = (int(value) for value in match.groups())
+        samples.append(Sample(path, float(age), None, UTKFACE_GENDERS[gender], UTKFACE_RACES[race]))
+    return Dataset("utkface", folder, samples, malformed)
+
+
+def read_imfdb(folder: Path) -> Dataset:
+    """The Indian-actors set: ``train.csv`` with ``ID,Class`` (YOUNG, MIDDLE, OLD)."""
+    table = _require_dir(folder) / "train.csv"
+    rows = _read_rows(table, required=("ID", "Class"))
+    samples, malformed = [], []
+    for row in rows:
+        path = folder / row["ID"]
+        if path.is_file() and row["Class"]:
+            samples.append(Sample(path, group=row["Class"].strip().upper()))
+        else:
+            malformed.append(row["ID"])
+    return Dataset("imfdb", folder, samples, malformed)
+
+
+def read_csv(table: Path) -> Dataset:
+    """Generic CSV: ``path`` plus ``age`` and/or ``group``; optional ``gender`` and ``race``."""
+    rows = _read_rows(table, required=("path",))
+    if rows and "age" not in rows[0] and "group" not in rows[0]:
+        raise DatasetError(f"{table}: needs an 'age' or a 'group' column")
+    samples, malformed = [], []
+    for row in rows:
+        path = table.parent / row["path"]
+        try:
+            age = float(row["age"]) if row.get("age") else None
+        except ValueError:
+            age = None
+        group = row.get("group") or None
+        if not path.is_file() or (age is None and group is None):
+            malformed.append(row["path"])
+            continue
+        samples.append(Sample(path, age, group, row.get("gender") or None, row.get("race") or None))
+    return Dataset("csv", table, samples, malformed)
+
+
+_READERS = {"utkface": read_utkface, "imfdb": read_imfdb, "csv": read_csv}
+
+
+def read_dataset(spec: str) -> Dataset:
+    """Read a dataset from a spec such as ``utkface:/data/UTKFace``."""
+    kind, _, location = spec.partition(":")
+    if kind not in _READERS or not location:
+        raise DatasetError(
+            f"dataset spec {spec!r} must be KIND:PATH with KIND one of {', '.join(_READERS)}"
+        )
+    return _READERS[kind](Path(location).expanduser())
+
+
+def content_hash(path: Path) -> str:
+    """sha1 of the file's bytes: the identity used for deduplication and for the split."""
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def split_of(digest: str) -> Split:
+    """60/20/20 train/val/test, decided by the content hash so it never depends on file order."""
+    bucket = int(digest[:8], 16) % 10
+    return "train" if bucket < 6 else "val" if bucket < 8 else "test"
+
+
+def select_split(dataset: Dataset, split: Split) -> list[Sample]:
+    """Drop byte-identical copies (first path wins), then keep the samples of ``split``."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    seen: set[str] = set()
+    kept = []
+    for sample in dataset.samples:
+        digest = content_hash(sample.path)
+        if digest in seen:
+            continue
+        seen.add(digest)
+        if split == "all" or split_of(digest) == split:
+            kept.append(sample)
+    dataset.duplicates = len(dataset.samples) - len(seen)
+    return kept
+
+
+def _require_dir(folder: Path) -> Path:
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: not a folder")
+    return folder
+
+
+def _read_rows(table: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    if not table.is_file():
+        raise DatasetError(f"{table}: no such file")
+    with table.open(newline="", encoding="utf-8-sig") as stream:
+        reader = csv.DictReader(stream)
+        missing = [column for column in required if column not in (reader.fieldnames or [])]
+        if missing:
+            raise DatasetError(f"{table}: missing column(s) {', '.join(missing)}")
+        return list(reader)

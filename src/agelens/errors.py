@@ -1,0 +1,35 @@
+"""Typed errors, so callers (CLI, server) can turn each failure into a clear message."""
+
+from __future__ import annotations
+
+
+class AgeLensError(Exception):
+    """Base class of every error AgeLens raises on purpose."""
+
+
+class ImageError(AgeLensError, ValueError):
+    """The input could not be turned into an RGB image."""
+
+
+class EmptyImageError(ImageError):
+    """The input has zero bytes or zero pixels."""
+
+
+class NotAnImageError(ImageError):
+    """The bytes are not in an image format we can decode."""
+
+
+class TruncatedImageError(ImageError):
+    """The file starts like an image but its data is cut short or corrupt."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image has more pixels than the configured limit (decompression-bomb guard)."""
+
+
+class ModelError(AgeLensError):
+    """A model bundle is missing, malformed, or fails its checksum."""
+
+
+class DatasetError(AgeLensError):
+    """A dataset spec or its files cannot be read."""

@@ -1,0 +1,73 @@
+"""From a predicted age distribution to what a person reads: an age, an interval, a group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agelens.groups import GroupScheme
+
+#: Share of the predicted distribution the reported interval holds.
+DEFAULT_INTERVAL_LEVEL = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class Face:
+    """One face and its age estimate; ``box`` is ``[x1, y1, x2, y2]`` in image pixels."""
+
+    box: tuple[float, float, float, float]
+    score: float | None
+    landmarks: list[tuple[float, float]]
+    age: float
+    interval: tuple[float, float]
+    group: str
+    group_probability: float
+    group_probabilities: dict[str, float]
+    distribution: NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self, *, distribution: bool = False) -> dict[str, Any]:
+        """JSON-ready form, the shape ``agelens predict --json`` prints."""
+        result: dict[str, Any] = {
+            "box": [round(v, 1) for v in self.box],
+            "score": None if self.score is None else round(self.score, 3),
+            "landmarks": [[round(x, 1), round(y, 1)] for x, y in self.landmarks],
+            "age": round(self.age, 2),
+            "interval": [self.interval[0], self.interval[1]],
+            "group": {"label": self.group, "probability": round(self.group_probability, 4)},
+        }
+        if distribution and self.distribution is not None:
+            result["groups"] = {k: round(v, 4) for k, v in self.group_probabilities.items()}
+            result["distribution"] = [round(float(p), 5) for p in self.distribution]
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class AgeSummary:
+    """Per-face numbers derived from a batch of distributions."""
+
+    ages: NDArray[np.float64]
+    intervals: NDArray[np.float64]
+    group_probabilities: NDArray[np.float64]
+
+
+def summarize(
+    distributions: NDArray[np.float32],
+    class_ages: list[float],
+    scheme: GroupScheme,
+    level: float = DEFAULT_INTERVAL_LEVEL,
+) -> AgeSummary:
+    """Expected age, central ``level`` interval (whole years) and group masses, for each row."""
+    values = np.asarray(class_ages, dtype=np.float64)
+    probabilities = distributions.astype(np.float64)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    ages = probabilities @ values
+    cdf = np.cumsum(probabilities, axis=1)
+    tail = (1.0 - level) / 2
+    years = np.floor(values)
+    low = years[np.minimum((cdf < tail).sum(axis=1), len(values) - 1)]
+    high = years[np.minimum((cdf < 1.0 - tail).sum(axis=1), len(values) - 1)]
+    groups = probabilities @ scheme.membership(values).astype(np.float64)
+    return AgeSummary(ages, np.stack([low, high], axis=1), groups)

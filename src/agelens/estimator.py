@@ -1,0 +1,176 @@
+"""``AgeEstimator``: image -> faces -> chips -> model -> estimates, batched over many images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agelens.alignment import Aligner, Box, landmark_box
+from agelens.bundles import DEFAULT_BUNDLE, Bundle, load_bundle
+from agelens.detection import DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, DEFAULT_MIN_SCORE, FaceDetector
+from agelens.estimates import DEFAULT_INTERVAL_LEVEL, Face, summarize
+from agelens.gate import Decision, GatePolicy
+from agelens.groups import IMFDB, GroupScheme, resolve_scheme
+from agelens.images import DEFAULT_MAX_PIXELS, ImageSource, RGBImage, load_image
+from agelens.model import AgeModel
+
+
+@dataclass(frozen=True, slots=True)
+class _FaceCrop:
+    """A face found in one image, before the network has seen it."""
+
+    image_index: int
+    box: Box
+    score: float | None
+    landmarks: list[tuple[float, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """Decision for the whole photo and for each face, in the order of ``faces``."""
+
+    decision: Decision
+    decisions: list[Decision]
+    faces: list[Face]
+
+
+class AgeEstimator:
+    """Finds every face in a photo and estimates its age.
+
+    One instance holds one onnxruntime session and one landmark model, all
+    read-only after construction: share it between threads rather than
+    building one per request.
+
+    >>> from agelens import AgeEstimator
+    >>> faces = AgeEstimator().estimate("photo.jpg")  # doctest: +SKIP
+    >>> faces[0].age, faces[0].interval, faces[0].group  # doctest: +SKIP
+    (41.3, (33.0, 52.0), 'MIDDLE')
+    """
+
+    def __init__(
+        self,
+        model: str | Bundle = DEFAULT_BUNDLE,
+        *,
+        groups: str | GroupScheme = IMFDB,
+        tta: bool | None = None,
+        interval_level: float = DEFAULT_INTERVAL_LEVEL,
+        detect_max_side: int = DEFAULT_MAX_SIDE,
+        min_score: float = DEFAULT_MIN_SCORE,
+        min_face: int = DEFAULT_MIN_FACE,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        threads: int | None = None,
+    ) -> None:
+        if not 0.0 < interval_level < 1.0:
+            raise ValueError(f"interval_level must be within (0, 1), got {interval_level}")
+        self.bundle = model if isinstance(model, Bundle) else load_bundle(model)
+        self.groups = resolve_scheme(groups)
+        self.tta = self.bundle.flip_tta if tta is None else tta
+        self.interval_level = interval_level
+        self.max_pixels = max_pixels
+        self.detector = FaceDetector(max_side=detect_max_side, min_score=min_score, min_face=min_face)
+        self.aligner = Aligner(self.bundle.input_size, self.bundle.chip_padding)
+        self.model = AgeModel(self.bundle, threads=threads)
+
+    def estimate(
+        self,
+        image: ImageSource,
+        *,
+        boxes: Sequence[Sequence[float]] | None = None,
+        aligned: bool = False,
+        distribution: bool = False,
+    ) -> list[Face]:
+        """Faces of one image, largest first (or in the order of ``boxes``).
+
+        ``aligned=True`` treats the whole image as one face crop (as in UTKFace) and
+        skips detection; ``boxes`` (``[x1, y1, x2, y2]`` each) skips it with your own boxes.
+        """
+        return self.estimate_many([image], boxes=boxes, aligned=aligned, distribution=distribution)[0]
+
+    def estimate_many(
+        self,
+        images: Sequence[ImageSource],
+        *,
+        boxes: Sequence[Sequence[float]] | None = None,
+        aligned: bool = False,
+        distribution: bool = False,
+    ) -> list[list[Face]]:
+        """Faces of many images; all their faces go through the network in shared batches."""
+        decoded = [load_image(image, max_pixels=self.max_pixels) for image in images]
+        return self.estimate_arrays(decoded, boxes=boxes, aligned=aligned, distribution=distribution)
+
+    def estimate_arrays(
+        self,
+        images: Sequence[RGBImage],
+        *,
+        boxes: Sequence[Sequence[float]] | None = None,
+        aligned: bool = False,
+        distribution: bool = False,
+    ) -> list[list[Face]]:
+        """As :meth:`estimate_many`, for images already loaded with :func:`load_image`."""
+        crops: list[_FaceCrop] = []
+        chips: list[np.ndarray] = []
+        for index, image in enumerate(images):
+            for box, score, fit_box in self._face_boxes(image, boxes, aligned):
+                chip, landmarks = self.aligner.chip(image, fit_box)
+                crops.append(_FaceCrop(index, box, score, landmarks))
+                chips.append(chip)
+        faces: list[list[Face]] = [[] for _ in images]
+        if not chips:
+            return faces
+        distributions = self.model.distributions(np.stack(chips), flip=self.tta)
+        summary = summarize(distributions, self.bundle.ages, self.groups, self.interval_level)
+        for row, crop in enumerate(crops):
+            group_masses = summary.group_probabilities[row]
+            best = int(np.argmax(group_masses))
+            faces[crop.image_index].append(
+                Face(
+                    box=crop.box,
+                    score=crop.score,
+                    landmarks=crop.landmarks,
+                    age=float(summary.ages[row]),
+                    interval=(float(summary.intervals[row, 0]), float(summary.intervals[row, 1])),
+                    group=self.groups.labels[best],
+                    group_probability=float(group_masses[best]),
+                    group_probabilities=dict(
+                        zip(self.groups.labels, map(float, group_masses), strict=True)
+                    ),
+                    distribution=distributions[row] if distribution else None,
+                )
+            )
+        return faces
+
+    def gate(self, image: ImageSource, over: float = 18, buffer: float = 7) -> GateResult:
+        """Pass or refer the people in a photo; see :mod:`agelens.gate` for the policy."""
+        return self.over(self.estimate(image), over, buffer)
+
+    @staticmethod
+    def over(faces: list[Face], threshold: float = 18, buffer: float = 7) -> GateResult:
+        """Gate decisions for faces already estimated."""
+        policy = GatePolicy(threshold, buffer)
+        return GateResult(policy.decide_image(faces), [policy.decide(face) for face in faces], faces)
+
+    def _face_boxes(
+        self, image: RGBImage, boxes: Sequence[Sequence[float]] | None, aligned: bool
+    ) -> list[tuple[Box, float | None, Box]]:
+        """(reported box, detector score, box in the landmark model's framing) per face."""
+        height, width = image.shape[:2]
+        if aligned:
+            whole = (0.0, 0.0, float(width), float(height))
+            return [(whole, None, whole)]
+        if boxes is not None:
+            given = [_as_box(box) for box in boxes]
+            return [(box, None, box) for box in given]
+        return [
+            (found.box, found.score, landmark_box(found.box)) for found in self.detector.detect(image)
+        ]
+
+
+def _as_box(values: Sequence[float]) -> Box:
+    if len(values) != 4:
+        raise ValueError(f"a box is [x1, y1, x2, y2], got {list(values)}")
+    x1, y1, x2, y2 = (float(v) for v in values)
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError(f"a box needs x2 > x1 and y2 > y1, got {[x1, y1, x2, y2]}")
+    return (x1, y1, x2, y2)

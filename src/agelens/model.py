@@ -1,0 +1,69 @@
+"""The age network: one onnxruntime session, batched, with optional flip test-time augmentation."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from agelens.bundles import Bundle
+from agelens.errors import ModelError
+
+BATCH_SIZE = 64
+
+
+class AgeModel:
+    """Turns aligned uint8 chips into age distributions. ``InferenceSession.run`` is thread-safe."""
+
+    def __init__(self, bundle: Bundle, *, threads: int | None = None) -> None:
+        self.bundle = bundle
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(
+                str(bundle.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"{bundle.model_path}: not a loadable ONNX model ({error})") from error
+        self._mean = np.asarray(bundle.mean, dtype=np.float32)
+        self._check_output_width()
+
+    def _check_output_width(self) -> None:
+        width = self._session.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(self.bundle.ages):
+            raise ModelError(
+                f"{self.bundle.name}: the network outputs {width} classes, "
+                f"the manifest lists {len(self.bundle.ages)} ages"
+            )
+
+    def distributions(self, chips: NDArray[np.uint8], *, flip: bool) -> NDArray[np.float32]:
+        """``[N, size, size, 3]`` RGB chips -> ``[N, classes]`` probabilities (rows sum to 1)."""
+        if len(chips) == 0:
+            return np.zeros((0, len(self.bundle.ages)), dtype=np.float32)
+        batch = chips
+        if flip:
+            # Flipped copies ride in the same batch: one session call, averaged after.
+            batch = np.concatenate([chips, chips[:, :, ::-1]])
+        probabilities = np.concatenate(
+            [self._run(batch[start : start + BATCH_SIZE]) for start in range(0, len(batch), BATCH_SIZE)]
+        )
+        if flip:
+            probabilities = (probabilities[: len(chips)] + probabilities[len(chips) :]) / 2
+        return probabilities
+
+    def _run(self, chips: NDArray[np.uint8]) -> NDArray[np.float32]:
+        inputs = (chips.astype(np.float32) - self._mean) * np.float32(self.bundle.scale)
+        inputs = np.ascontiguousarray(inputs.transpose(0, 3, 1, 2))
+        (outputs,) = self._session.run([self.bundle.output_name], {self.bundle.input_name: inputs})
+        if not self.bundle.manifest["output"].get("softmax_in_graph", True):
+            outputs = _softmax(outputs)
+        return outputs.astype(np.float32, copy=False)
+
+
+def _softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
