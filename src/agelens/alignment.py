@@ -42,14 +42,16 @@ def landmark_box(detector_box: Box) -> Box:
 
 
 class Aligner:
-    """Landmarks and chips. The dlib predictor is read-only after loading, so threads may share it."""
+    """Landmarks and chips; the dlib predictor is read-only once loaded, so threads may share it."""
 
     def __init__(self, chip_size: int, padding: float) -> None:
         self.chip_size = chip_size
         self.padding = padding
         self._predictor = dlib.shape_predictor(str(_LANDMARK_MODEL))
 
-    def chip(self, image: RGBImage, box: Box) -> tuple[NDArray[np.uint8], list[tuple[float, float]]]:
+    def chip(
+        self, image: RGBImage, box: Box
+    ) -> tuple[NDArray[np.uint8], list[tuple[float, float]]]:
         """Align the face inside ``box`` (dlib framing); returns the chip and its 5 landmarks."""
         x1, y1, x2, y2 = (round(value) for value in box)
         shape = self._predictor(image, dlib.rectangle(x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)))

@@ -79,7 +79,9 @@ _REQUIRED = {
 
 def builtin_bundle_names() -> list[str]:
     """Names of the bundles shipped with AgeLens."""
-    return sorted(entry.name for entry in _BUILTIN_ROOT.iterdir() if (entry / "manifest.json").is_file())
+    return sorted(
+        entry.name for entry in _BUILTIN_ROOT.iterdir() if (entry / "manifest.json").is_file()
+    )
 
 
 def load_bundle(name_or_path: str | Path = DEFAULT_BUNDLE, *, verify: bool = True) -> Bundle:
@@ -93,7 +95,9 @@ def load_bundle(name_or_path: str | Path = DEFAULT_BUNDLE, *, verify: bool = Tru
     model_path = _artifact_path(manifest, Path(str(manifest_path)).parent)
     if verify:
         _verify_checksum(model_path, manifest["artifact"]["sha256"])
-    return Bundle(str(manifest.get("name", Path(str(manifest_path)).parent.name)), manifest, model_path)
+    return Bundle(
+        str(manifest.get("name", Path(str(manifest_path)).parent.name)), manifest, model_path
+    )
 
 
 def _manifest_path(name_or_path: str | Path) -> Path:
@@ -128,7 +132,8 @@ def _artifact_path(manifest: dict[str, Any], folder: Path) -> Path:
             path = Path(str(importlib.resources.files(artifact["package"]) / artifact["path"]))
         except ModuleNotFoundError as error:
             raise ModelError(
-                f"bundle weights live in the package {artifact['package']!r}, which is not installed"
+                f"bundle weights live in the package {artifact['package']!r}, "
+                "which is not installed"
             ) from error
     else:
         path = folder / artifact["path"]

@@ -69,7 +69,9 @@ class AgeEstimator:
         self.tta = self.bundle.flip_tta if tta is None else tta
         self.interval_level = interval_level
         self.max_pixels = max_pixels
-        self.detector = FaceDetector(max_side=detect_max_side, min_score=min_score, min_face=min_face)
+        self.detector = FaceDetector(
+            max_side=detect_max_side, min_score=min_score, min_face=min_face
+        )
         self.aligner = Aligner(self.bundle.input_size, self.bundle.chip_padding)
         self.model = AgeModel(self.bundle, threads=threads)
 
@@ -86,7 +88,9 @@ class AgeEstimator:
         ``aligned=True`` treats the whole image as one face crop (as in UTKFace) and
         skips detection; ``boxes`` (``[x1, y1, x2, y2]`` each) skips it with your own boxes.
         """
-        return self.estimate_many([image], boxes=boxes, aligned=aligned, distribution=distribution)[0]
+        return self.estimate_many([image], boxes=boxes, aligned=aligned, distribution=distribution)[
+            0
+        ]
 
     def estimate_many(
         self,
@@ -98,7 +102,9 @@ class AgeEstimator:
     ) -> list[list[Face]]:
         """Faces of many images; all their faces go through the network in shared batches."""
         decoded = [load_image(image, max_pixels=self.max_pixels) for image in images]
-        return self.estimate_arrays(decoded, boxes=boxes, aligned=aligned, distribution=distribution)
+        return self.estimate_arrays(
+            decoded, boxes=boxes, aligned=aligned, distribution=distribution
+        )
 
     def estimate_arrays(
         self,
@@ -149,7 +155,9 @@ class AgeEstimator:
     def over(faces: list[Face], threshold: float = 18, buffer: float = 7) -> GateResult:
         """Gate decisions for faces already estimated."""
         policy = GatePolicy(threshold, buffer)
-        return GateResult(policy.decide_image(faces), [policy.decide(face) for face in faces], faces)
+        return GateResult(
+            policy.decide_image(faces), [policy.decide(face) for face in faces], faces
+        )
 
     def _face_boxes(
         self, image: RGBImage, boxes: Sequence[Sequence[float]] | None, aligned: bool
@@ -163,7 +171,8 @@ class AgeEstimator:
             given = [_as_box(box) for box in boxes]
             return [(box, None, box) for box in given]
         return [
-            (found.box, found.score, landmark_box(found.box)) for found in self.detector.detect(image)
+            (found.box, found.score, landmark_box(found.box))
+            for found in self.detector.detect(image)
         ]
 
 

@@ -28,7 +28,7 @@ CHUNK = 64
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """The scored face of one sample; ``found`` is False when the whole image stood in for a face."""
+    """The scored face of a sample; ``found`` is False when the whole image stood in."""
 
     sample: Sample
     face: Face
@@ -50,7 +50,9 @@ def predict_samples(
     with ThreadPoolExecutor(max_workers=2) as pool:
         for start in range(0, len(samples), CHUNK):
             chunk = samples[start : start + CHUNK]
-            images = list(pool.map(lambda s: load_image(s.path, max_pixels=estimator.max_pixels), chunk))
+            images = list(
+                pool.map(lambda s: load_image(s.path, max_pixels=estimator.max_pixels), chunk)
+            )
             faces = estimator.estimate_arrays(images, aligned=aligned)
             missing = [i for i, found in enumerate(faces) if not found]
             fallback = estimator.estimate_arrays([images[i] for i in missing], aligned=True)

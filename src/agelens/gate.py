@@ -40,4 +40,6 @@ class GatePolicy:
         """Overall answer for a photo: it passes only when it has faces and every one passes."""
         if not faces:
             return Decision.NO_FACE
-        return Decision.PASS if all(self.decide(f) is Decision.PASS for f in faces) else Decision.REFER
+        return (
+            Decision.PASS if all(self.decide(f) is Decision.PASS for f in faces) else Decision.REFER
+        )

@@ -27,7 +27,9 @@ class GroupScheme:
         if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
             raise ValueError(f"scheme {self.name!r}: edges must increase, got {self.edges}")
         if len(self.labels) != len(self.edges):
-            raise ValueError(f"scheme {self.name!r}: {len(self.edges)} edges, {len(self.labels)} labels")
+            raise ValueError(
+                f"scheme {self.name!r}: {len(self.edges)} edges, {len(self.labels)} labels"
+            )
 
     def membership(self, ages: NDArray[np.floating]) -> NDArray[np.float32]:
         """``[len(ages), groups]`` one-hot matrix mapping each age class to its group."""
@@ -43,7 +45,8 @@ class GroupScheme:
 def _range_labels(edges: list[int]) -> tuple[str, ...]:
     bounds = [*edges[1:], None]
     return tuple(
-        f"{low}+" if high is None else f"{low}-{high - 1}" for low, high in zip(edges, bounds, strict=True)
+        f"{low}+" if high is None else f"{low}-{high - 1}"
+        for low, high in zip(edges, bounds, strict=True)
     )
 
 
@@ -58,7 +61,11 @@ def custom_scheme(lower_edges: list[int], name: str | None = None) -> GroupSchem
 #: The seed project's classes (Indian-actors set), plus CHILD so under-13s have a home.
 IMFDB = GroupScheme("imfdb", (0, 13, 31, 51), ("CHILD", "YOUNG", "MIDDLE", "OLD"))
 #: 0-10, 11-20, ..., 51-60, 61+.
-DECADES = GroupScheme("decades", (0, 11, 21, 31, 41, 51, 61), ("0-10", "11-20", "21-30", "31-40", "41-50", "51-60", "61+"))
+DECADES = GroupScheme(
+    "decades",
+    (0, 11, 21, 31, 41, 51, 61),
+    ("0-10", "11-20", "21-30", "31-40", "41-50", "51-60", "61+"),
+)
 #: Five bins holding 19.5/22/18.5/19/21% of UTKFace's 23,313 distinct faces.
 UTK5 = GroupScheme("utk5", (0, 20, 27, 35, 50), _range_labels([0, 20, 27, 35, 50]))
 

@@ -71,7 +71,9 @@ def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
         image.load()
         return _pil_to_rgb(image)
     except (OSError, SyntaxError, ValueError) as error:
-        raise TruncatedImageError(f"{name}: image data is truncated or corrupt ({error})") from error
+        raise TruncatedImageError(
+            f"{name}: image data is truncated or corrupt ({error})"
+        ) from error
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int, name: str = "<image>") -> None:
@@ -115,7 +117,9 @@ def _array_to_rgb(array: np.ndarray, max_pixels: int) -> RGBImage:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
-        raise NotAnImageError(f"an image array must be [H, W], [H, W, 3] or [H, W, 4], got {array.shape}")
+        raise NotAnImageError(
+            f"an image array must be [H, W], [H, W, 3] or [H, W, 4], got {array.shape}"
+        )
     _check_pixels((array.shape[1], array.shape[0]), max_pixels)
     if array.dtype != np.uint8:
         array = _scale_to_uint8(array)

@@ -49,7 +49,10 @@ class AgeModel:
             # Flipped copies ride in the same batch: one session call, averaged after.
             batch = np.concatenate([chips, chips[:, :, ::-1]])
         probabilities = np.concatenate(
-            [self._run(batch[start : start + BATCH_SIZE]) for start in range(0, len(batch), BATCH_SIZE)]
+            [
+                self._run(batch[start : start + BATCH_SIZE])
+                for start in range(0, len(batch), BATCH_SIZE)
+            ]
         )
         if flip:
             probabilities = (probabilities[: len(chips)] + probabilities[len(chips) :]) / 2
