@@ -68,7 +68,8 @@ class FaceDetector:
         bgr = np.ascontiguousarray(small[:, :, ::-1])
         scores, boxes, points = yuface.detect(bgr, conf=self.min_score)
         detections = []
-        for score, (x, y, w, h), marks in zip(scores, boxes, points, strict=True):
+        for score, raw_box, marks in zip(scores, boxes, points, strict=True):
+            x, y, w, h = (float(v) for v in raw_box)
             box = (x / scale, y / scale, (x + w) / scale, (y + h) / scale)
             if min(box[2] - box[0], box[3] - box[1]) < self.min_face:
                 continue

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from agelens.batch import estimate_files
 from agelens.datasets import Sample
 from agelens.estimates import Face
 from agelens.estimator import AgeEstimator
-from agelens.images import load_image
 
 #: Bands that matter for age assurance (13-17 and 18-24 around the gate) and for fairness.
 AGE_BANDS: tuple[tuple[str, int, int], ...] = (
@@ -23,7 +22,6 @@ AGE_BANDS: tuple[tuple[str, int, int], ...] = (
     ("40-59", 40, 59),
     ("60+", 60, 10_000),
 )
-CHUNK = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,28 +38,20 @@ def predict_samples(
     samples: Sequence[Sample],
     *,
     aligned: bool = False,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Callable[[], None] | None = None,
 ) -> Iterator[Prediction]:
-    """The largest face of each sample; the whole image when no face is found.
-
-    Decoding runs in a thread pool (Pillow releases the GIL) while faces go
-    through the network in chunks.
-    """
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, len(samples), CHUNK):
-            chunk = samples[start : start + CHUNK]
-            images = list(
-                pool.map(lambda s: load_image(s.path, max_pixels=estimator.max_pixels), chunk)
-            )
-            faces = estimator.estimate_arrays(images, aligned=aligned)
-            missing = [i for i, found in enumerate(faces) if not found]
-            fallback = estimator.estimate_arrays([images[i] for i in missing], aligned=True)
-            for i, whole in zip(missing, fallback, strict=True):
-                faces[i] = whole
-            for i, sample in enumerate(chunk):
-                yield Prediction(sample, faces[i][0], i not in missing)
-            if on_progress:
-                on_progress(len(chunk))
+    """The largest face of each readable sample; the whole image when no face is found."""
+    results = estimate_files(estimator, [sample.path for sample in samples], aligned=aligned)
+    for sample, result in zip(samples, results, strict=True):
+        if on_progress:
+            on_progress()
+        if result.image is None:
+            continue
+        if result.faces:
+            yield Prediction(sample, result.faces[0], True)
+        else:
+            (whole,) = estimator.estimate_arrays([result.image], aligned=True)
+            yield Prediction(sample, whole[0], False)
 
 
 def metrics(predictions: Sequence[Prediction]) -> dict[str, Any]:

@@ -1,0 +1,287 @@
+"""The ``agelens`` command: predict, gate, models, evaluate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from agelens.annotate import label_of, save_annotated
+from agelens.batch import ImageResult, collect_images, estimate_files
+from agelens.bundles import DEFAULT_BUNDLE, builtin_bundle_names, load_bundle
+from agelens.datasets import SPLITS, read_dataset, select_split
+from agelens.errors import AgeLensError
+from agelens.estimator import AgeEstimator
+from agelens.evaluation import metrics, predict_samples
+from agelens.gate import Decision, GatePolicy
+
+app = typer.Typer(
+    help="AgeLens: estimate people's ages from photos of their faces.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+#: Exit codes of ``agelens gate``, so scripts can branch without parsing output.
+GATE_EXIT = {Decision.PASS: 0, Decision.REFER: 3, Decision.NO_FACE: 4}
+PROGRESS_FROM = 8
+
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Bundle name (see `agelens models`) or folder.")
+]
+GroupsOption = Annotated[
+    str,
+    typer.Option(help="Group scheme: imfdb, decades, utk5, or lower edges such as 13,31,51."),
+]
+AlignedOption = Annotated[
+    bool, typer.Option("--aligned", help="Inputs are aligned face crops: skip detection.")
+]
+TtaOption = Annotated[
+    bool | None,
+    typer.Option("--tta/--no-tta", help="Horizontal-flip test-time augmentation [bundle default]."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _estimator(model: str, groups: str, tta: bool | None, **options: float) -> AgeEstimator:
+    try:
+        return AgeEstimator(model, groups=groups, tta=tta, **options)  # type: ignore[arg-type]
+    except (AgeLensError, ValueError) as error:
+        raise _fail(str(error), 2) from error
+
+
+def _progress(total: int) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=total < PROGRESS_FROM or not err.is_terminal,
+        transient=True,
+    )
+
+
+def _run(estimator: AgeEstimator, paths: list[Path], aligned: bool, distribution: bool = False):
+    with _progress(len(paths)) as progress:
+        task = progress.add_task("Estimating", total=len(paths))
+        for result in estimate_files(estimator, paths, aligned=aligned, distribution=distribution):
+            progress.advance(task)
+            yield result
+
+
+def _files(paths: list[Path]) -> list[Path]:
+    files = collect_images(paths)
+    if not files:
+        raise _fail("no image files found in " + ", ".join(map(str, paths)), 2)
+    return files
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (walked).")],
+    as_json: JsonOption = False,
+    annotate: Annotated[
+        Path | None, typer.Option(help="Write a copy of each image with boxes and ages here.")
+    ] = None,
+    groups: GroupsOption = "imfdb",
+    model: ModelOption = DEFAULT_BUNDLE,
+    aligned: AlignedOption = False,
+    tta: TtaOption = None,
+    distribution: Annotated[
+        bool, typer.Option(help="Add the full age distribution and all group probabilities.")
+    ] = False,
+    min_score: Annotated[float, typer.Option(help="Detector score threshold (0-1).")] = 0.6,
+    min_face: Annotated[int, typer.Option(help="Smallest face side in pixels.")] = 20,
+) -> None:
+    """Find every face and estimate its age, interval and group.
+
+    Exit code 1 when any file could not be read (the others are still processed).
+    """
+    estimator = _estimator(model, groups, tta, min_score=min_score, min_face=min_face)
+    failed = 0
+    for result in _run(estimator, _files(paths), aligned, distribution):
+        failed += result.error is not None
+        if annotate is not None and result.image is not None:
+            save_annotated(result.image, result.faces, annotate / result.path.name)
+        if as_json:
+            _print_json(result, distribution)
+        else:
+            _print_faces(result)
+    if failed:
+        raise _fail(f"{failed} file(s) could not be read")
+
+
+def _print_json(result: ImageResult, distribution: bool) -> None:
+    record = {
+        "image": str(result.path),
+        "faces": [face.to_dict(distribution=distribution) for face in result.faces],
+        "error": result.error,
+    }
+    sys.stdout.write(json.dumps(record) + "\n")
+
+
+def _print_faces(result: ImageResult) -> None:
+    if result.error is not None:
+        err.print(f"[red]{result.path}[/]: {result.error}", highlight=False)
+        return
+    if not result.faces:
+        out.print(f"[bold]{result.path}[/]: no face found", highlight=False)
+        return
+    table = Table(title=str(result.path), title_justify="left")
+    for column in ("face", "age (90% interval)", "group", "box", "score"):
+        table.add_column(column)
+    for index, face in enumerate(result.faces, 1):
+        score = "-" if face.score is None else f"{face.score:.2f}"
+        table.add_row(
+            str(index),
+            label_of(face),
+            f"{face.group} ({face.group_probability:.0%})",
+            ", ".join(f"{v:.0f}" for v in face.box),
+            score,
+        )
+    out.print(table)
+
+
+@app.command()
+def gate(
+    path: Annotated[Path, typer.Argument(help="One photo.")],
+    over: Annotated[float, typer.Option(help="The legal age to check.")] = 18,
+    buffer: Annotated[
+        float, typer.Option(help="Years above --over a face must look to pass (Challenge 25: 7).")
+    ] = 7,
+    as_json: JsonOption = False,
+    model: ModelOption = DEFAULT_BUNDLE,
+    tta: TtaOption = None,
+) -> None:
+    """Age gate: pass when every face looks at least OVER + BUFFER, else refer to an ID check.
+
+    Exit code 0 pass, 3 refer, 4 no face found, 1 unreadable image.
+    """
+    estimator = _estimator(model, "imfdb", tta)
+    try:
+        result = estimator.gate(path, over, buffer)
+    except (AgeLensError, OSError) as error:
+        raise _fail(str(error)) from error
+    policy = GatePolicy(over, buffer)
+    if as_json:
+        record = {
+            "image": str(path),
+            "decision": str(result.decision),
+            "over": over,
+            "buffer": buffer,
+            "faces": [
+                {**face.to_dict(), "decision": str(decision)}
+                for face, decision in zip(result.faces, result.decisions, strict=True)
+            ],
+        }
+        sys.stdout.write(json.dumps(record) + "\n")
+    else:
+        colour = {"pass": "green", "refer": "yellow", "no_face": "red"}[result.decision]
+        out.print(
+            f"[bold {colour}]{result.decision.upper()}[/] - passes at an estimated "
+            f"{policy.pass_age:g}+ (over {over:g} with a {buffer:g}-year buffer)",
+            highlight=False,
+        )
+        for face, decision in zip(result.faces, result.decisions, strict=True):
+            out.print(f"  face at {[round(v) for v in face.box]}: {label_of(face)} -> {decision}")
+    raise typer.Exit(GATE_EXIT[result.decision])
+
+
+@app.command()
+def models(as_json: JsonOption = False) -> None:
+    """List the model bundles that come with AgeLens, with licence and source."""
+    bundles = [load_bundle(name, verify=False) for name in builtin_bundle_names()]
+    rows = [
+        {
+            "name": bundle.name,
+            "default": bundle.name == DEFAULT_BUNDLE,
+            "licence": bundle.license["spdx"],
+            "research_only": bool(bundle.license.get("research_only", False)),
+            "attribution": bundle.license.get("attribution", ""),
+            "source": bundle.license["source"],
+            "description": bundle.manifest.get("description", ""),
+        }
+        for bundle in bundles
+    ]
+    if as_json:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    table = Table(title="AgeLens model bundles")
+    for column in ("name", "licence", "use", "by", "source", "description"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        name = row["name"] + (" (default)" if row["default"] else "")
+        use = "research only" if row["research_only"] else "any"
+        table.add_row(
+            name, row["licence"], use, row["attribution"], row["source"], row["description"]
+        )
+    out.print(table)
+
+
+@app.command()
+def evaluate(
+    data: Annotated[str, typer.Option(help="utkface:DIR, imfdb:DIR (with train.csv) or csv:FILE.")],
+    split: Annotated[
+        str | None,
+        typer.Option(help="train, val, test or all [test; csv: all]. Content-hash 60/20/20."),
+    ] = None,
+    groups: GroupsOption = "imfdb",
+    model: ModelOption = DEFAULT_BUNDLE,
+    aligned: AlignedOption = False,
+    tta: TtaOption = None,
+    limit: Annotated[int | None, typer.Option(help="Score only the first N samples.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score a model on a labelled dataset: MAE, CS@5, group accuracy, MAE by age band."""
+    try:
+        dataset = read_dataset(data)
+        chosen = split or ("all" if dataset.kind == "csv" else "test")
+        if chosen not in SPLITS:
+            raise _fail(f"unknown split {chosen!r}: use one of {', '.join(SPLITS)}", 2)
+        samples = select_split(dataset, chosen)[:limit]  # type: ignore[arg-type]
+    except AgeLensError as error:
+        raise _fail(str(error), 2) from error
+    if not samples:
+        raise _fail(f"no samples in split {chosen!r} of {data}", 2)
+    estimator = _estimator(model, groups, tta)
+    with _progress(len(samples)) as progress:
+        task = progress.add_task("Evaluating", total=len(samples))
+        predictions = list(
+            predict_samples(
+                estimator, samples, aligned=aligned, on_progress=lambda: progress.advance(task)
+            )
+        )
+    result = {
+        "data": data,
+        "split": chosen,
+        "model": estimator.bundle.name,
+        "tta": estimator.tta,
+        "unreadable": len(samples) - len(predictions),
+        **metrics(predictions),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    table = Table(title=f"{estimator.bundle.name} on {data} ({chosen})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if key != "per_band":
+            table.add_row(key, str(value))
+    for band, numbers in result.get("per_band", {}).items():
+        table.add_row(f"MAE {band}", f"{numbers['mae']:.2f} (n={numbers['n']})")
+    out.print(table)

@@ -1,0 +1,54 @@
+"""Bundles are data: a manifest that names its weights, checked by checksum."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agelens import AgeEstimator, ModelError, builtin_bundle_names, load_bundle
+
+
+def test_default_bundle_resolves_from_the_installed_package():
+    bundle = load_bundle()
+    assert bundle.name == "cydral-v1" and "cydral-v1" in builtin_bundle_names()
+    assert bundle.model_path.is_file() and bundle.model_path.suffix == ".onnx"
+    assert bundle.input_size == 64 and len(bundle.ages) == 81
+    assert bundle.license["spdx"] == "CC0-1.0"
+
+
+def copy_manifest(tmp_path: Path, **changes) -> Path:
+    manifest = dict(load_bundle().manifest)
+    manifest["artifact"] = {**manifest["artifact"], **changes}
+    manifest["name"] = "copy"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    return tmp_path
+
+
+def test_bundle_from_a_folder(tmp_path: Path, astronaut):
+    folder = copy_manifest(tmp_path)
+    estimator = AgeEstimator(str(folder))
+    assert estimator.bundle.name == "copy"
+    assert len(estimator.estimate(astronaut)) == 1
+
+
+def test_checksum_mismatch_is_refused(tmp_path: Path):
+    folder = copy_manifest(tmp_path, sha256="0" * 64)
+    with pytest.raises(ModelError, match="sha256"):
+        load_bundle(folder)
+
+
+def test_missing_weights_are_refused(tmp_path: Path):
+    onnx = tmp_path / "model.onnx"
+    manifest = dict(load_bundle().manifest)
+    manifest["artifact"] = {"path": onnx.name, "sha256": "0" * 64}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="not found"):
+        load_bundle(tmp_path)
+
+
+def test_malformed_manifest(tmp_path: Path):
+    (tmp_path / "manifest.json").write_text('{"input": {}}')
+    with pytest.raises(ModelError, match="lacks"):
+        load_bundle(tmp_path)

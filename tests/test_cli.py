@@ -1,0 +1,127 @@
+"""The ``agelens`` command as a user runs it: output, exit codes, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from agelens.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, astronaut, grace_hopper_path) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(astronaut).save(folder / "astronaut.png")
+    (folder / "hopper.jpg").write_bytes(grace_hopper_path.read_bytes())
+    Image.fromarray(np.full((240, 320, 3), 128, dtype=np.uint8)).save(folder / "wall.jpg")
+    return folder
+
+
+def json_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_help_on_every_command():
+    for command in ([], ["predict"], ["gate"], ["models"], ["evaluate"]):
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_predict_json_over_a_folder(photos: Path):
+    result = runner.invoke(app, ["predict", str(photos), "--json"])
+    assert result.exit_code == 0, result.output
+    records = {Path(r["image"]).name: r for r in json_lines(result.stdout)}
+    assert set(records) == {"astronaut.png", "hopper.jpg", "wall.jpg"}
+    (face,) = records["astronaut.png"]["faces"]
+    assert set(face) == {"box", "score", "landmarks", "age", "interval", "group"}
+    assert 30 <= face["age"] <= 55 and len(face["box"]) == 4 and len(face["landmarks"]) == 5
+    assert face["interval"][0] <= face["age"] <= face["interval"][1]
+    assert set(face["group"]) == {"label", "probability"}
+    assert records["hopper.jpg"]["faces"][0]["age"] >= 60
+    assert records["wall.jpg"] == {"image": str(photos / "wall.jpg"), "faces": [], "error": None}
+
+
+def test_predict_table_and_annotated_copies(photos: Path, tmp_path: Path):
+    result = runner.invoke(
+        app, ["predict", str(photos / "astronaut.png"), "--annotate", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "YOUNG" in result.output or "MIDDLE" in result.output
+    annotated = np.asarray(Image.open(tmp_path / "astronaut.png"))
+    assert annotated.shape == (512, 512, 3)
+    assert (
+        np.abs(annotated.astype(int) - np.asarray(Image.open(photos / "astronaut.png"))) > 0
+    ).any()
+
+
+def test_bad_files_get_an_error_and_the_run_goes_on(photos: Path, tmp_path: Path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("hello")
+    args = [
+        "predict",
+        str(tmp_path / "empty.jpg"),
+        str(tmp_path / "notes.jpg"),
+        str(photos / "hopper.jpg"),
+        "--json",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    records = json_lines(result.stdout)
+    assert [r["error"] is not None for r in records] == [True, True, False]
+    assert "empty" in records[0]["error"] and "not an image" in records[1]["error"]
+    assert "Traceback" not in result.output
+
+
+def test_predict_bad_options_are_usage_errors(photos: Path):
+    result = runner.invoke(app, ["predict", str(photos), "--groups", "teens"])
+    assert result.exit_code == 2 and "unknown group scheme" in result.output
+    result = runner.invoke(app, ["predict", str(photos), "--model", "nope"])
+    assert result.exit_code == 2 and "no model bundle" in result.output
+
+
+def test_gate_exit_codes(photos: Path, tmp_path: Path):
+    passed = runner.invoke(app, ["gate", str(photos / "hopper.jpg"), "--over", "18", "--json"])
+    assert passed.exit_code == 0 and json_lines(passed.stdout)[0]["decision"] == "pass"
+    refer = runner.invoke(
+        app, ["gate", str(photos / "hopper.jpg"), "--over", "70", "--buffer", "20"]
+    )
+    assert refer.exit_code == 3 and "REFER" in refer.output
+    nobody = runner.invoke(app, ["gate", str(photos / "wall.jpg")])
+    assert nobody.exit_code == 4 and "NO_FACE" in nobody.output
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    broken = runner.invoke(app, ["gate", str(tmp_path / "bad.png")])
+    assert broken.exit_code == 1 and "error" in broken.output and "Traceback" not in broken.output
+
+
+def test_models_lists_licences():
+    result = runner.invoke(app, ["models", "--json"])
+    assert result.exit_code == 0
+    (default,) = [row for row in json.loads(result.stdout) if row["default"]]
+    assert default["name"] == "cydral-v1" and default["licence"] == "CC0-1.0"
+    assert not default["research_only"]
+
+
+def test_evaluate_a_csv_dataset(photos: Path, tmp_path: Path):
+    table = tmp_path / "ages.csv"
+    table.write_text(
+        f"path,age,group\n{photos / 'astronaut.png'},41,MIDDLE\n{photos / 'hopper.jpg'},77,OLD\n"
+        f"{photos / 'wall.jpg'},30,YOUNG\n"
+    )
+    result = runner.invoke(app, ["evaluate", "--data", f"csv:{table}", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] == 3 and report["no_face"] == 1 and report["split"] == "all"
+    assert 0 < report["mae"] < 40 and 0 <= report["cs5"] <= 1 and 0 <= report["accuracy"] <= 1
+    assert set(report["per_band"]) <= {"25-39", "40-59", "60+"}
+
+
+def test_evaluate_bad_spec():
+    result = runner.invoke(app, ["evaluate", "--data", "nowhere"])
+    assert result.exit_code == 2 and "KIND:PATH" in result.output

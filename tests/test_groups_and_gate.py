@@ -1,0 +1,65 @@
+"""Group schemes, group probabilities from the distribution, intervals, and the age gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agelens import Decision, GatePolicy, resolve_scheme
+from agelens.estimates import Face, summarize
+from agelens.groups import DECADES, IMFDB, UTK5
+
+AGES = [0.25, *range(1, 81)]
+
+
+def test_custom_edges_are_labelled_as_ranges():
+    scheme = resolve_scheme("13,31,51")
+    assert scheme.labels == ("0-12", "13-30", "31-50", "51+")
+    assert scheme.group_of(12.9) == "0-12" and scheme.group_of(13) == "13-30"
+    assert scheme.group_of(51) == "51+"
+
+
+def test_builtin_schemes():
+    assert IMFDB.labels == ("CHILD", "YOUNG", "MIDDLE", "OLD")
+    assert IMFDB.group_of(30) == "YOUNG" and IMFDB.group_of(31) == "MIDDLE"
+    assert DECADES.labels[0] == "0-10" and DECADES.labels[-1] == "61+"
+    assert DECADES.group_of(10) == "0-10" and DECADES.group_of(11) == "11-20"
+    assert len(UTK5.labels) == 5
+
+
+@pytest.mark.parametrize("bad", ["teens", "13,x", "-5,10"])
+def test_bad_scheme_names_are_explained(bad):
+    with pytest.raises(ValueError, match="scheme|edges|non-negative"):
+        resolve_scheme(bad)
+
+
+def test_group_probabilities_are_sums_over_the_distribution():
+    distribution = np.zeros((1, 81), dtype=np.float32)
+    distribution[0, 29] = 0.4  # YOUNG
+    distribution[0, 32] = 0.6  # MIDDLE
+    summary = summarize(distribution, AGES, IMFDB)
+    assert summary.group_probabilities[0] == pytest.approx([0, 0.4, 0.6, 0])
+    # The point estimate (30.8) is YOUNG, but the most probable group is MIDDLE.
+    assert summary.ages[0] == pytest.approx(0.4 * 29 + 0.6 * 32)
+
+
+def test_interval_holds_the_central_mass():
+    ages = np.arange(81)
+    distribution = np.exp(-0.5 * ((ages - 40) / 5.0) ** 2)[None].astype(np.float32)
+    summary = summarize(distribution / distribution.sum(), AGES, IMFDB, level=0.9)
+    low, high = summary.intervals[0]
+    assert 30 <= low <= 33 and 47 <= high <= 50
+    assert summary.ages[0] == pytest.approx(40, abs=0.1)
+
+
+def face_aged(age: float) -> Face:
+    return Face((0, 0, 10, 10), 0.9, [], age, (age - 5, age + 5), "X", 1.0, {"X": 1.0})
+
+
+def test_gate_passes_only_above_threshold_plus_buffer():
+    policy = GatePolicy(over=18, buffer=7)
+    assert policy.decide(face_aged(24.9)) is Decision.REFER
+    assert policy.decide(face_aged(25.0)) is Decision.PASS
+    assert policy.decide_image([]) is Decision.NO_FACE
+    assert policy.decide_image([face_aged(40), face_aged(19)]) is Decision.REFER
+    assert policy.decide_image([face_aged(40), face_aged(30)]) is Decision.PASS
