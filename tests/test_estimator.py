@@ -75,7 +75,7 @@ def test_large_photo_is_downscaled_for_detection(estimator, astronaut):
     big = np.asarray(Image.fromarray(astronaut).resize((2048, 2048)))
     faces = estimator.estimate(big)
     assert len(faces) == 1
-    x1, y1, x2, y2 = faces[0].box
+    x1, _, x2, _ = faces[0].box
     assert 600 < (x1 + x2) / 2 < 1200  # mapped back to the big image's pixels
     assert abs(faces[0].age - estimator.estimate(astronaut)[0].age) < 6
 

@@ -29,7 +29,7 @@ def test_builtin_schemes():
 
 @pytest.mark.parametrize("bad", ["teens", "13,x", "-5,10"])
 def test_bad_scheme_names_are_explained(bad):
-    with pytest.raises(ValueError, match="scheme|edges|non-negative"):
+    with pytest.raises(ValueError, match=r"scheme|edges|non-negative"):
         resolve_scheme(bad)
 
 
