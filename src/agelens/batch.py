@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,12 +57,19 @@ def estimate_files(
 ) -> Iterator[ImageResult]:
     """Results in the order of ``paths``; a file that fails carries its error and the run goes on.
 
-    Decoding overlaps with inference: Pillow releases the GIL while it decodes.
+    The next chunk decodes in a thread pool (Pillow releases the GIL) while the
+    current one goes through detection and the network.
     """
+    chunks = [paths[start : start + CHUNK] for start in range(0, len(paths), CHUNK)]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, len(paths), CHUNK):
-            chunk = paths[start : start + CHUNK]
-            loaded = list(pool.map(lambda p: _try_load(p, estimator.max_pixels), chunk))
+
+        def submit(chunk: Sequence[Path]) -> list[Future[RGBImage | str]]:
+            return [pool.submit(_try_load, path, estimator.max_pixels) for path in chunk]
+
+        pending = submit(chunks[0]) if chunks else []
+        for index, chunk in enumerate(chunks):
+            loaded = [future.result() for future in pending]
+            pending = submit(chunks[index + 1]) if index + 1 < len(chunks) else []
             images = [item for item in loaded if not isinstance(item, str)]
             faces = iter(
                 estimator.estimate_arrays(images, aligned=aligned, distribution=distribution)

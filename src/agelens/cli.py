@@ -16,6 +16,7 @@ from agelens.annotate import label_of, save_annotated
 from agelens.batch import ImageResult, collect_images, estimate_files
 from agelens.bundles import DEFAULT_BUNDLE, builtin_bundle_names, load_bundle
 from agelens.datasets import SPLITS, read_dataset, select_split
+from agelens.detection import DEFAULT_MAX_SIDE
 from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
 from agelens.evaluation import metrics, predict_samples
@@ -106,12 +107,18 @@ def predict(
     ] = False,
     min_score: Annotated[float, typer.Option(help="Detector score threshold (0-1).")] = 0.6,
     min_face: Annotated[int, typer.Option(help="Smallest face side in pixels.")] = 20,
+    detect_size: Annotated[
+        int,
+        typer.Option(help="Longer side the detector sees; raise it for small faces in big photos."),
+    ] = DEFAULT_MAX_SIDE,
 ) -> None:
     """Find every face and estimate its age, interval and group.
 
     Exit code 1 when any file could not be read (the others are still processed).
     """
-    estimator = _estimator(model, groups, tta, min_score=min_score, min_face=min_face)
+    estimator = _estimator(
+        model, groups, tta, min_score=min_score, min_face=min_face, detect_max_side=detect_size
+    )
     failed = 0
     for result in _run(estimator, _files(paths), aligned, distribution):
         failed += result.error is not None
