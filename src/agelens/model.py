@@ -46,7 +46,7 @@ class AgeModel:
             return np.zeros((0, len(self.bundle.ages)), dtype=np.float32)
         batch = chips
         if flip:
-            # Flipped copies ride in the same batch: one session call, averaged after.
+            # Flipped copies join the same batches; the two halves are averaged after.
             batch = np.concatenate([chips, chips[:, :, ::-1]])
         probabilities = np.concatenate(
             [
