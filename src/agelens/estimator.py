@@ -88,9 +88,10 @@ class AgeEstimator:
         ``aligned=True`` treats the whole image as one face crop (as in UTKFace) and
         skips detection; ``boxes`` (``[x1, y1, x2, y2]`` each) skips it with your own boxes.
         """
-        return self.estimate_many([image], boxes=boxes, aligned=aligned, distribution=distribution)[
-            0
-        ]
+        (faces,) = self.estimate_many(
+            [image], boxes=boxes, aligned=aligned, distribution=distribution
+        )
+        return faces
 
     def estimate_many(
         self,
