@@ -105,9 +105,10 @@ def test_gate_exit_codes(photos: Path, tmp_path: Path):
 def test_models_lists_licences():
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0
-    (default,) = [row for row in json.loads(result.stdout) if row["default"]]
-    assert default["name"] == "cydral-v1" and default["licence"] == "CC0-1.0"
-    assert not default["research_only"]
+    defaults = {row["task"]: row for row in json.loads(result.stdout) if row["default"]}
+    assert defaults["age"]["name"] == "cydral-v1" and defaults["age"]["licence"] == "CC0-1.0"
+    assert defaults["face-detection"]["licence"] == "BSD-3-Clause"
+    assert not any(row["research_only"] for row in defaults.values())
 
 
 def test_evaluate_a_csv_dataset(photos: Path, tmp_path: Path):

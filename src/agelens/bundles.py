@@ -1,8 +1,10 @@
 """Model bundles: an ONNX file plus a manifest that says how to feed it and what it outputs.
 
 A bundle is data, not code. It is named by a built-in name (``cydral-v1``), or by a
-path to a folder holding ``manifest.json``, or to the manifest itself. Built-in
-bundles point at weights that an installed package ships, so nothing is downloaded.
+path to a folder holding ``manifest.json``, or to the manifest itself. Its ``task``
+says what the network does: ``age`` (the default) or ``face-detection``. Built-in
+bundles ship inside AgeLens or point at weights that an installed package ships,
+so nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 from agelens.errors import ModelError
 
 DEFAULT_BUNDLE = "cydral-v1"
+DEFAULT_DETECTOR = "yunet-2023"
+AGE, FACE_DETECTION = "age", "face-detection"
 _BUILTIN_ROOT = importlib.resources.files("agelens") / "models"
 
 
@@ -28,6 +32,10 @@ class Bundle:
     name: str
     manifest: dict[str, Any]
     model_path: Path
+
+    @property
+    def task(self) -> str:
+        return str(self.manifest.get("task", AGE))
 
     @property
     def input_size(self) -> int:
@@ -68,30 +76,42 @@ class Bundle:
         return dict(self.manifest["license"])
 
 
+_COMMON = {"license": ("spdx", "source"), "artifact": ("path", "sha256")}
 _REQUIRED = {
-    "input": ("name", "size", "mean", "scale"),
-    "output": ("name", "ages"),
-    "alignment": ("chip_padding",),
-    "license": ("spdx", "source"),
-    "artifact": ("path", "sha256"),
+    AGE: {
+        "input": ("name", "size", "mean", "scale"),
+        "output": ("name", "ages"),
+        "alignment": ("chip_padding",),
+        **_COMMON,
+    },
+    FACE_DETECTION: {
+        "input": ("name", "layout", "dtype", "color_order", "multiple_of"),
+        "output": ("strides", "nms_iou"),
+        **_COMMON,
+    },
 }
 
 
-def builtin_bundle_names() -> list[str]:
-    """Names of the bundles shipped with AgeLens."""
-    return sorted(
-        entry.name for entry in _BUILTIN_ROOT.iterdir() if (entry / "manifest.json").is_file()
-    )
+def builtin_bundle_names(task: str | None = None) -> list[str]:
+    """Names of the bundles shipped with AgeLens, all or those for one ``task``."""
+    names = []
+    for entry in _BUILTIN_ROOT.iterdir():
+        manifest = entry / "manifest.json"
+        if manifest.is_file() and task in (None, json.loads(manifest.read_text()).get("task", AGE)):
+            names.append(entry.name)
+    return sorted(names)
 
 
-def load_bundle(name_or_path: str | Path = DEFAULT_BUNDLE, *, verify: bool = True) -> Bundle:
+def load_bundle(
+    name_or_path: str | Path = DEFAULT_BUNDLE, *, task: str = AGE, verify: bool = True
+) -> Bundle:
     """Resolve a bundle by built-in name or path, and check its weights against the manifest."""
     manifest_path = _manifest_path(name_or_path)
     try:
         manifest = json.loads(Path(str(manifest_path)).read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ModelError(f"{manifest_path}: unreadable manifest ({error})") from error
-    _validate(manifest, manifest_path)
+    _validate(manifest, manifest_path, task)
     model_path = _artifact_path(manifest, Path(str(manifest_path)).parent)
     if verify:
         _verify_checksum(model_path, manifest["artifact"]["sha256"])
@@ -116,10 +136,13 @@ def _manifest_path(name_or_path: str | Path) -> Path:
     return path
 
 
-def _validate(manifest: Any, where: Path) -> None:
+def _validate(manifest: Any, where: Path, task: str) -> None:
     if not isinstance(manifest, dict):
         raise ModelError(f"{where}: the manifest must be a JSON object")
-    for section, keys in _REQUIRED.items():
+    found = manifest.get("task", AGE)
+    if found != task:
+        raise ModelError(f"{where}: a {found!r} model, where a {task!r} model is needed")
+    for section, keys in _REQUIRED[task].items():
         missing = [key for key in keys if key not in manifest.get(section, {})]
         if missing:
             raise ModelError(f"{where}: manifest section {section!r} lacks {', '.join(missing)}")

@@ -14,7 +14,14 @@ from rich.table import Table
 
 from agelens.annotate import label_of, save_annotated
 from agelens.batch import ImageResult, collect_images, estimate_files
-from agelens.bundles import DEFAULT_BUNDLE, builtin_bundle_names, load_bundle
+from agelens.bundles import (
+    AGE,
+    DEFAULT_BUNDLE,
+    DEFAULT_DETECTOR,
+    FACE_DETECTION,
+    builtin_bundle_names,
+    load_bundle,
+)
 from agelens.datasets import read_dataset, select_split
 from agelens.detection import DEFAULT_MAX_SIDE
 from agelens.errors import AgeLensError
@@ -210,12 +217,17 @@ def gate(
 
 @app.command()
 def models(as_json: JsonOption = False) -> None:
-    """List the model bundles that come with AgeLens, with licence and source."""
-    bundles = [load_bundle(name, verify=False) for name in builtin_bundle_names()]
+    """List the models that come with AgeLens (age networks, face detector), with licences."""
+    bundles = [
+        load_bundle(name, task=task, verify=False)
+        for task in (AGE, FACE_DETECTION)
+        for name in builtin_bundle_names(task)
+    ]
     rows = [
         {
             "name": bundle.name,
-            "default": bundle.name == DEFAULT_BUNDLE,
+            "task": bundle.task,
+            "default": bundle.name in (DEFAULT_BUNDLE, DEFAULT_DETECTOR),
             "licence": bundle.license["spdx"],
             "research_only": bool(bundle.license.get("research_only", False)),
             "attribution": bundle.license.get("attribution", ""),
@@ -228,13 +240,19 @@ def models(as_json: JsonOption = False) -> None:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
     table = Table(title="AgeLens model bundles")
-    for column in ("name", "licence", "use", "by", "source", "description"):
+    for column in ("name", "task", "licence", "use", "by", "source", "description"):
         table.add_column(column, overflow="fold")
     for row in rows:
         name = row["name"] + (" (default)" if row["default"] else "")
         use = "research only" if row["research_only"] else "any"
         table.add_row(
-            name, row["licence"], use, row["attribution"], row["source"], row["description"]
+            name,
+            row["task"],
+            row["licence"],
+            use,
+            row["attribution"],
+            row["source"],
+            row["description"],
         )
     out.print(table)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agelens.alignment import Aligner, Box, landmark_box
-from agelens.bundles import DEFAULT_BUNDLE, Bundle, load_bundle
+from agelens.bundles import DEFAULT_BUNDLE, DEFAULT_DETECTOR, Bundle, load_bundle
 from agelens.detection import DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, DEFAULT_MIN_SCORE, FaceDetector
 from agelens.estimates import DEFAULT_INTERVAL_LEVEL, Face, summarize
 from agelens.gate import Decision, GatePolicy
@@ -53,6 +53,7 @@ class AgeEstimator:
         self,
         model: str | Bundle = DEFAULT_BUNDLE,
         *,
+        detector: str | Bundle = DEFAULT_DETECTOR,
         groups: str | GroupScheme = IMFDB,
         tta: bool | None = None,
         interval_level: float = DEFAULT_INTERVAL_LEVEL,
@@ -70,7 +71,11 @@ class AgeEstimator:
         self.interval_level = interval_level
         self.max_pixels = max_pixels
         self.detector = FaceDetector(
-            max_side=detect_max_side, min_score=min_score, min_face=min_face
+            detector,
+            max_side=detect_max_side,
+            min_score=min_score,
+            min_face=min_face,
+            threads=threads,
         )
         self.aligner = Aligner(self.bundle.input_size, self.bundle.chip_padding)
         self.model = AgeModel(self.bundle, threads=threads)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
 
 from agelens.bundles import Bundle
 from agelens.errors import ModelError
+from agelens.runtime import open_session
 
 BATCH_SIZE = 64
 
@@ -19,16 +17,7 @@ class AgeModel:
 
     def __init__(self, bundle: Bundle, *, threads: int | None = None) -> None:
         self.bundle = bundle
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
-        try:
-            self._session = ort.InferenceSession(
-                str(bundle.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"{bundle.model_path}: not a loadable ONNX model ({error})") from error
+        self._session = open_session(bundle.model_path, threads)
         self._mean = np.asarray(bundle.mean, dtype=np.float32)
         self._check_output_width()
 
