@@ -10,6 +10,7 @@ from agelens.errors import (
     ModelError,
     NotAnImageError,
     TruncatedImageError,
+    UnsupportedImageError,
 )
 from agelens.estimates import Face
 from agelens.estimator import AgeEstimator, GateResult
@@ -35,6 +36,7 @@ __all__ = [
     "ModelError",
     "NotAnImageError",
     "TruncatedImageError",
+    "UnsupportedImageError",
     "__version__",
     "builtin_bundle_names",
     "load_bundle",

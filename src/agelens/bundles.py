@@ -102,6 +102,28 @@ def builtin_bundle_names(task: str | None = None) -> list[str]:
     return sorted(names)
 
 
+def describe_builtin_bundles() -> list[dict[str, Any]]:
+    """One JSON-ready row per shipped model: what it does, its licence and where it is from."""
+    bundles = [
+        load_bundle(name, task=task, verify=False)
+        for task in (AGE, FACE_DETECTION)
+        for name in builtin_bundle_names(task)
+    ]
+    return [
+        {
+            "name": bundle.name,
+            "task": bundle.task,
+            "default": bundle.name in (DEFAULT_BUNDLE, DEFAULT_DETECTOR),
+            "licence": bundle.license["spdx"],
+            "research_only": bool(bundle.license.get("research_only", False)),
+            "attribution": bundle.license.get("attribution", ""),
+            "source": bundle.license["source"],
+            "description": bundle.manifest.get("description", ""),
+        }
+        for bundle in bundles
+    ]
+
+
 def load_bundle(
     name_or_path: str | Path = DEFAULT_BUNDLE, *, task: str = AGE, verify: bool = True
 ) -> Bundle:

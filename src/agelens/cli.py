@@ -1,8 +1,9 @@
-"""The ``agelens`` command: predict, gate, models, evaluate."""
+"""The ``agelens`` command: predict, gate, models, evaluate, serve."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,14 +15,7 @@ from rich.table import Table
 
 from agelens.annotate import label_of, save_annotated
 from agelens.batch import ImageResult, collect_images, estimate_files
-from agelens.bundles import (
-    AGE,
-    DEFAULT_BUNDLE,
-    DEFAULT_DETECTOR,
-    FACE_DETECTION,
-    builtin_bundle_names,
-    load_bundle,
-)
+from agelens.bundles import DEFAULT_BUNDLE, describe_builtin_bundles
 from agelens.datasets import read_dataset, select_split
 from agelens.detection import DEFAULT_MAX_SIDE
 from agelens.errors import AgeLensError
@@ -218,24 +212,7 @@ def gate(
 @app.command()
 def models(as_json: JsonOption = False) -> None:
     """List the models that come with AgeLens (age networks, face detector), with licences."""
-    bundles = [
-        load_bundle(name, task=task, verify=False)
-        for task in (AGE, FACE_DETECTION)
-        for name in builtin_bundle_names(task)
-    ]
-    rows = [
-        {
-            "name": bundle.name,
-            "task": bundle.task,
-            "default": bundle.name in (DEFAULT_BUNDLE, DEFAULT_DETECTOR),
-            "licence": bundle.license["spdx"],
-            "research_only": bool(bundle.license.get("research_only", False)),
-            "attribution": bundle.license.get("attribution", ""),
-            "source": bundle.license["source"],
-            "description": bundle.manifest.get("description", ""),
-        }
-        for bundle in bundles
-    ]
+    rows = describe_builtin_bundles()
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
@@ -308,3 +285,34 @@ def evaluate(
     for band, numbers in result.get("per_band", {}).items():
         table.add_row(f"MAE {band}", f"{numbers['mae']:.2f} (n={numbers['n']})")
     out.print(table)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes, each with its model.")] = 1,
+    model: ModelOption = DEFAULT_BUNDLE,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted, in MB.")] = 10,
+) -> None:
+    """Serve the REST API (/v1, docs at /docs) and the upload page (/) with uvicorn.
+
+    Set AGELENS_API_KEY to require that key (X-API-Key header) on /v1/*, and
+    AGELENS_CORS_ORIGINS (comma-separated) to allow browsers on other origins.
+    """
+    try:
+        import uvicorn
+    except ImportError as error:
+        raise _fail("the server needs its extras: pip install 'agelens[server]'", 2) from error
+    # Workers are separate processes: they read their settings from the environment.
+    os.environ["AGELENS_MODEL"] = model
+    os.environ["AGELENS_MAX_UPLOAD_MB"] = str(max_upload_mb)
+    err.print(f"AgeLens on http://{host}:{port}/ (API docs at /docs); photos are never stored.")
+    uvicorn.run(
+        "agelens.server:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )

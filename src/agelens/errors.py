@@ -19,6 +19,10 @@ class NotAnImageError(ImageError):
     """The bytes are not in an image format we can decode."""
 
 
+class UnsupportedImageError(ImageError):
+    """An image, but not one photo: an animation, where one still frame is needed."""
+
+
 class TruncatedImageError(ImageError):
     """The file starts like an image but its data is cut short or corrupt."""
 

@@ -37,9 +37,9 @@ class Face:
             "age": round(self.age, 2),
             "interval": [self.interval[0], self.interval[1]],
             "group": {"label": self.group, "probability": round(self.group_probability, 4)},
+            "groups": {k: round(v, 4) for k, v in self.group_probabilities.items()},
         }
         if distribution and self.distribution is not None:
-            result["groups"] = {k: round(v, 4) for k, v in self.group_probabilities.items()}
             result["distribution"] = [round(float(p), 5) for p in self.distribution]
         return result
 

@@ -87,14 +87,22 @@ class AgeEstimator:
         boxes: Sequence[Sequence[float]] | None = None,
         aligned: bool = False,
         distribution: bool = False,
+        groups: str | GroupScheme | None = None,
+        tta: bool | None = None,
     ) -> list[Face]:
         """Faces of one image, largest first (or in the order of ``boxes``).
 
         ``aligned=True`` treats the whole image as one face crop (as in UTKFace) and
         skips detection; ``boxes`` (``[x1, y1, x2, y2]`` each) skips it with your own boxes.
+        ``groups`` and ``tta`` override the estimator's own settings for this call.
         """
         (faces,) = self.estimate_many(
-            [image], boxes=boxes, aligned=aligned, distribution=distribution
+            [image],
+            boxes=boxes,
+            aligned=aligned,
+            distribution=distribution,
+            groups=groups,
+            tta=tta,
         )
         return faces
 
@@ -105,11 +113,18 @@ class AgeEstimator:
         boxes: Sequence[Sequence[float]] | None = None,
         aligned: bool = False,
         distribution: bool = False,
+        groups: str | GroupScheme | None = None,
+        tta: bool | None = None,
     ) -> list[list[Face]]:
         """Faces of many images; all their faces go through the network in shared batches."""
         decoded = [load_image(image, max_pixels=self.max_pixels) for image in images]
         return self.estimate_arrays(
-            decoded, boxes=boxes, aligned=aligned, distribution=distribution
+            decoded,
+            boxes=boxes,
+            aligned=aligned,
+            distribution=distribution,
+            groups=groups,
+            tta=tta,
         )
 
     def estimate_arrays(
@@ -119,8 +134,11 @@ class AgeEstimator:
         boxes: Sequence[Sequence[float]] | None = None,
         aligned: bool = False,
         distribution: bool = False,
+        groups: str | GroupScheme | None = None,
+        tta: bool | None = None,
     ) -> list[list[Face]]:
         """As :meth:`estimate_many`, for images already loaded with :func:`load_image`."""
+        scheme = self.groups if groups is None else resolve_scheme(groups)
         crops: list[_FaceCrop] = []
         chips: list[np.ndarray] = []
         for index, image in enumerate(images):
@@ -131,8 +149,9 @@ class AgeEstimator:
         faces: list[list[Face]] = [[] for _ in images]
         if not chips:
             return faces
-        distributions = self.model.distributions(np.stack(chips), flip=self.tta)
-        summary = summarize(distributions, self.bundle.ages, self.groups, self.interval_level)
+        flip = self.tta if tta is None else tta
+        distributions = self.model.distributions(np.stack(chips), flip=flip)
+        summary = summarize(distributions, self.bundle.ages, scheme, self.interval_level)
         for row, crop in enumerate(crops):
             group_masses = summary.group_probabilities[row]
             best = int(np.argmax(group_masses))
@@ -143,10 +162,10 @@ class AgeEstimator:
                     landmarks=crop.landmarks,
                     age=float(summary.ages[row]),
                     interval=(float(summary.intervals[row, 0]), float(summary.intervals[row, 1])),
-                    group=self.groups.labels[best],
+                    group=scheme.labels[best],
                     group_probability=float(group_masses[best]),
                     group_probabilities=dict(
-                        zip(self.groups.labels, map(float, group_masses), strict=True)
+                        zip(scheme.labels, map(float, group_masses), strict=True)
                     ),
                     distribution=distributions[row] if distribution else None,
                 )

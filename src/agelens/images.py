@@ -21,21 +21,30 @@ from agelens.errors import (
     ImageTooLargeError,
     NotAnImageError,
     TruncatedImageError,
+    UnsupportedImageError,
 )
 
 ImageSource: TypeAlias = str | os.PathLike[str] | bytes | bytearray | Image.Image | np.ndarray
 RGBImage: TypeAlias = NDArray[np.uint8]
+
+#: Formats decoded. Pillow identifies the format from the bytes themselves, never from a
+#: file name; anything else (EPS, which would run Ghostscript, PDF, HTML...) is refused.
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
 #: Default pixel limit: 50 megapixels covers every phone and DSLR photo, while a
 #: 30 kB PNG that claims 100,000 x 100,000 pixels is refused before it is decoded.
 DEFAULT_MAX_PIXELS = 50_000_000
 
 
-def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> RGBImage:
+def load_image(
+    source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS, still_only: bool = False
+) -> RGBImage:
     """Return ``source`` as an ``[H, W, 3]`` uint8 RGB array, upright per its EXIF tag.
 
     Accepts a path, encoded bytes, a PIL image, or an array (grey ``[H, W]``,
     RGB ``[H, W, 3]`` or RGBA ``[H, W, 4]``; integer or float in ``[0, 1]``).
+    An animation gives its first frame, or with ``still_only`` an
+    :class:`~agelens.errors.UnsupportedImageError`.
     """
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, max_pixels)
@@ -43,30 +52,36 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         _check_pixels(source.size, max_pixels)
         return _pil_to_rgb(source)
     if isinstance(source, bytes | bytearray):
-        return _decode(bytes(source), "<bytes>", max_pixels)
+        return _decode(bytes(source), "<bytes>", max_pixels, still_only)
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         if not path.is_file():
             raise NotAnImageError(f"{path}: no such file")
-        return _decode(path.read_bytes(), str(path), max_pixels)
+        return _decode(path.read_bytes(), str(path), max_pixels, still_only)
     raise TypeError(f"cannot load an image from {type(source).__name__}")
 
 
-def _decode(data: bytes, name: str, max_pixels: int) -> RGBImage:
+def _decode(data: bytes, name: str, max_pixels: int, still_only: bool) -> RGBImage:
     if not data:
         raise EmptyImageError(f"{name}: the file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             # Pillow warns before it errors on bombs; we enforce our own limit instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError as error:
-        raise NotAnImageError(f"{name}: not an image in a supported format") from error
+        raise NotAnImageError(
+            f"{name}: not an image in a supported format ({', '.join(FORMATS)})"
+        ) from error
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(f"{name}: {error}") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise NotAnImageError(f"{name}: the image header is corrupt ({error})") from error
     _check_pixels(image.size, max_pixels, name)
+    if still_only and getattr(image, "n_frames", 1) > 1:
+        raise UnsupportedImageError(
+            f"{name}: an animated {image.format} with {image.n_frames} frames; send a still photo"
+        )
     try:
         image.load()
         return _pil_to_rgb(image)

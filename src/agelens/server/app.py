@@ -1,0 +1,300 @@
+"""The AgeLens web service: a REST API under ``/v1`` and an upload page at ``/``.
+
+The model loads once, at start-up. Each request's image is read into memory,
+decoded, estimated and answered in a worker thread, so the event loop keeps
+serving; nothing of it is written to disk or to the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import io
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from agelens import __version__
+from agelens.annotate import annotate
+from agelens.bundles import describe_builtin_bundles
+from agelens.errors import (
+    EmptyImageError,
+    ImageError,
+    ImageTooLargeError,
+    NotAnImageError,
+    TruncatedImageError,
+    UnsupportedImageError,
+)
+from agelens.estimates import Face
+from agelens.estimator import AgeEstimator
+from agelens.gate import GatePolicy
+from agelens.groups import IMFDB, GroupScheme, resolve_scheme
+from agelens.images import RGBImage, load_image
+from agelens.server.schemas import EstimateOut, GateOut
+from agelens.server.settings import ServerSettings
+from agelens.server.uploads import UploadError, read_image_bytes
+
+log = logging.getLogger("agelens.server")
+WEB = files("agelens.server") / "web"
+
+#: Status per image error: too large 413, not an image we take 415, cannot be decoded 422.
+IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
+    ImageTooLargeError: 413,
+    NotAnImageError: 415,
+    UnsupportedImageError: 415,
+    EmptyImageError: 422,
+    TruncatedImageError: 422,
+}
+#: The page may load only what this server serves: no CDN, no third party.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'"
+)
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image_base64": {"type": "string"}},
+                    "required": ["image_base64"],
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {"application/json": {"example": {"error": "..."}}}}
+    for status, text in (
+        (401, "missing or wrong API key"),
+        (413, "upload or pixel count over the limit"),
+        (415, "not an image of a supported kind (sniffed from the bytes)"),
+        (422, "empty, truncated or malformed input, or a bad parameter"),
+    )
+}
+
+
+def create_app(
+    settings: ServerSettings | None = None, estimator: AgeEstimator | None = None
+) -> FastAPI:
+    """The app; ``settings`` default to the environment, ``estimator`` to the settings' model."""
+    settings = settings or ServerSettings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.estimator = estimator or await anyio.to_thread.run_sync(
+            lambda: AgeEstimator(settings.model, max_pixels=settings.max_pixels)
+        )
+        app.state.slots = anyio.CapacityLimiter(settings.inference_slots)
+        yield
+
+    app = FastAPI(
+        title="AgeLens",
+        version=__version__,
+        description="Ages of the faces in a photo, with intervals, age groups and an age gate. "
+        "Photos are processed in memory and never stored.",
+        lifespan=lifespan,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-API-Key", "Authorization"],
+        )
+    _add_error_handlers(app)
+    require_key = _api_key_guard(settings.api_key)
+
+    @app.get("/healthz", tags=["service"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["service"], responses={503: {"description": "model not loaded"}})
+    async def readyz(request: Request) -> JSONResponse:
+        """The model is loaded and requests will be answered."""
+        ready = getattr(request.app.state, "estimator", None) is not None
+        return JSONResponse(
+            {"status": "ready" if ready else "starting"}, status_code=200 if ready else 503
+        )
+
+    @app.get("/v1/models", tags=["models"], dependencies=[Depends(require_key)])
+    async def models(request: Request) -> dict[str, Any]:
+        """The models that come with AgeLens, with licences, and the one this server runs."""
+        return {
+            "serving": request.app.state.estimator.bundle.name,
+            "models": describe_builtin_bundles(),
+        }
+
+    @app.post(
+        "/v1/estimate",
+        tags=["estimate"],
+        response_model=EstimateOut,
+        response_model_exclude_none=True,
+        dependencies=[Depends(require_key)],
+        openapi_extra=UPLOAD_BODY,
+        responses=ERRORS,
+    )
+    async def estimate(
+        request: Request,
+        groups: Annotated[
+            str, Query(description="imfdb, decades, utk5, or lower edges such as 13,31,51")
+        ] = IMFDB.name,
+        tta: Annotated[bool | None, Query(description="flip test-time augmentation")] = None,
+        distribution: Annotated[bool, Query(description="add each face's distribution")] = False,
+        annotate: Annotated[bool, Query(description="add the annotated photo (JPEG)")] = False,
+    ) -> dict[str, Any]:
+        """Every face in the photo, with its age, interval and age group."""
+        scheme = _scheme(groups)
+        data = await read_image_bytes(request, settings.max_upload_bytes)
+
+        def run() -> dict[str, Any]:
+            estimator = request.app.state.estimator
+            image, faces = _analyse(estimator, data, scheme, tta, distribution)
+            return _response(image, faces, distribution, annotate)
+
+        return await _in_worker(request, run)
+
+    @app.post(
+        "/v1/gate",
+        tags=["estimate"],
+        response_model=GateOut,
+        response_model_exclude_none=True,
+        dependencies=[Depends(require_key)],
+        openapi_extra=UPLOAD_BODY,
+        responses=ERRORS,
+    )
+    async def gate(
+        request: Request,
+        over: Annotated[float, Query(ge=0, le=120, description="the age threshold")] = 18,
+        buffer: Annotated[
+            float, Query(ge=0, le=50, description="policy buffer on top (Challenge 25: 7)")
+        ] = 7,
+        groups: Annotated[str, Query(description="group scheme for the faces")] = IMFDB.name,
+        annotate: Annotated[bool, Query(description="add the annotated photo (JPEG)")] = False,
+    ) -> dict[str, Any]:
+        """Pass, or refer to an ID check: a face passes when its age reaches over + buffer."""
+        scheme = _scheme(groups)
+        policy = GatePolicy(over, buffer)
+        data = await read_image_bytes(request, settings.max_upload_bytes)
+
+        def run() -> dict[str, Any]:
+            estimator = request.app.state.estimator
+            image, faces = _analyse(estimator, data, scheme, None, False)
+            gated = estimator.over(faces, policy.over, policy.buffer)
+            return {
+                **_response(image, faces, False, annotate),
+                "decision": gated.decision.value,
+                "decisions": [d.value for d in gated.decisions],
+                "pass_age": policy.pass_age,
+            }
+
+        return await _in_worker(request, run)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(
+            (WEB / "index.html").read_text(encoding="utf-8"),
+            headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY},
+        )
+
+    app.mount("/static", StaticFiles(directory=str(WEB)), name="static")
+    return app
+
+
+def _scheme(groups: str) -> GroupScheme:
+    try:
+        return resolve_scheme(groups)
+    except ValueError as error:
+        raise UploadError(422, str(error)) from error
+
+
+async def _in_worker(request: Request, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run CPU work in a thread, at most ``inference_slots`` at a time."""
+    return await anyio.to_thread.run_sync(work, limiter=request.app.state.slots)
+
+
+def _analyse(
+    estimator: AgeEstimator, data: bytes, scheme: GroupScheme, tta: bool | None, distribution: bool
+) -> tuple[RGBImage, list[Face]]:
+    image = load_image(data, max_pixels=estimator.max_pixels, still_only=True)
+    return image, estimator.estimate(image, groups=scheme, tta=tta, distribution=distribution)
+
+
+def _response(
+    image: RGBImage, faces: list[Face], distribution: bool, with_annotation: bool
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+        "faces": [face.to_dict(distribution=distribution) for face in faces],
+    }
+    if with_annotation:
+        buffer = io.BytesIO()
+        annotate(image, faces).save(buffer, format="JPEG", quality=90)
+        result["annotated_jpeg_base64"] = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return result
+
+
+def _api_key_guard(api_key: str | None) -> Callable[[Request], None]:
+    def require_key(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("x-api-key", "")
+        bearer = request.headers.get("authorization", "")
+        if not given and bearer.lower().startswith("bearer "):
+            given = bearer[7:]
+        if not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise UploadError(401, "missing or wrong API key (send it as X-API-Key)")
+
+    return require_key
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(UploadError)
+    async def upload_error(_: Request, error: UploadError) -> JSONResponse:
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(ImageError)
+    async def image_error(_: Request, error: ImageError) -> JSONResponse:
+        status = next(
+            (code for kind, code in IMAGE_ERROR_STATUS.items() if isinstance(error, kind)), 422
+        )
+        # The message names the problem, never the content: "<bytes>: ...".
+        return JSONResponse({"error": str(error).removeprefix("<bytes>: ")}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in issue['loc'])}: {issue['msg']}" for issue in error.errors()
+        )
+        return JSONResponse({"error": problems}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.error("unexpected %s while serving a request", type(error).__name__)
+        return JSONResponse({"error": "internal error"}, status_code=500)

@@ -1,0 +1,46 @@
+"""Response shapes, so ``/docs`` shows exactly what each endpoint answers."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class GroupOut(BaseModel):
+    label: str
+    probability: float
+
+
+class FaceOut(BaseModel):
+    """The same face object as ``agelens predict --json`` prints."""
+
+    box: list[float] = Field(description="[x1, y1, x2, y2] in pixels of the upright image")
+    score: float | None = Field(description="detector confidence in [0, 1]")
+    landmarks: list[list[float]] = Field(
+        description="5 points [x, y], as dlib's predictor put them"
+    )
+    age: float = Field(description="expected age in years")
+    interval: list[float] = Field(description="[lo, hi], the central 90% of the distribution")
+    group: GroupOut = Field(description="most probable age group and its probability")
+    groups: dict[str, float] = Field(description="probability of every group of the scheme")
+    distribution: list[float] | None = Field(
+        default=None, description="probability per age class, when asked for"
+    )
+
+
+class EstimateOut(BaseModel):
+    width: int
+    height: int
+    faces: list[FaceOut]
+    annotated_jpeg_base64: str | None = Field(
+        default=None, description="the photo with boxes and ages drawn, when asked for"
+    )
+
+
+class GateOut(EstimateOut):
+    decision: str = Field(description="pass, refer or no_face, for the whole photo")
+    decisions: list[str] = Field(description="pass or refer, per face, in the order of faces")
+    pass_age: float = Field(description="the age a face must reach to pass: over + buffer")
+
+
+class ErrorOut(BaseModel):
+    error: str

@@ -1,0 +1,129 @@
+"""The image bytes of a request, read in memory under a size limit; nothing touches the disk.
+
+Starlette's own form parser spools uploads over 1 MB to a temporary file, so
+multipart bodies are parsed here instead, with ``python-multipart``'s streaming
+parser writing into memory. Three ways in: a multipart form field ``file``, JSON
+``{"image_base64": ...}``, or the raw image as the body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from fastapi import Request
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+#: Room for multipart boundaries and part headers, or base64's 4/3 growth plus JSON.
+_FORM_SLACK = 64 * 1024
+
+
+class UploadError(Exception):
+    """A request the server refuses, with its HTTP status and a message for the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def read_image_bytes(request: Request, limit: int) -> bytes:
+    """The uploaded image's bytes; raises :class:`UploadError` (413, 415 or 422)."""
+    media_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if media_type == b"multipart/form-data":
+        if b"boundary" not in options:
+            raise UploadError(422, "multipart body without a boundary")
+        body = await _read_body(request, limit + _FORM_SLACK, limit)
+        data = _form_file(body, options[b"boundary"])
+    elif media_type == b"application/json":
+        body = await _read_body(request, limit * 4 // 3 + _FORM_SLACK, limit)
+        data = _json_image(body)
+    elif media_type.startswith(b"image/") or media_type in (b"application/octet-stream", b""):
+        data = await _read_body(request, limit, limit)
+    else:
+        raise UploadError(
+            415,
+            f"unsupported content type {media_type.decode(errors='replace')!r}: send "
+            "multipart/form-data with a 'file' field, JSON with 'image_base64', or the image",
+        )
+    if len(data) > limit:
+        raise UploadError(413, _too_large(limit))
+    return data
+
+
+async def _read_body(request: Request, cap: int, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise UploadError(413, _too_large(limit))
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise UploadError(413, _too_large(limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> str:
+    return f"the upload is larger than the limit of {limit / 2**20:.1f} MB"
+
+
+def _form_file(body: bytes, boundary: bytes) -> bytes:
+    """The bytes of the form field named ``file``."""
+    parts: list[tuple[str, bytearray]] = []
+    header: dict[str, bytearray] = {"field": bytearray(), "value": bytearray()}
+
+    def on_part_begin() -> None:
+        parts.append(("", bytearray()))
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        if header["field"].lower() == b"content-disposition":
+            _, params = parse_options_header(bytes(header["value"]))
+            parts[-1] = (params.get(b"name", b"").decode(errors="replace"), parts[-1][1])
+        header["field"], header["value"] = bytearray(), bytearray()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1][1].extend(data[start:end])
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+        },
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except Exception as error:  # python-multipart raises several unrelated types
+        raise UploadError(422, f"malformed multipart body ({error})") from error
+    for name, data in parts:
+        if name == "file":
+            return bytes(data)
+    raise UploadError(422, "the form has no 'file' field")
+
+
+def _json_image(body: bytes) -> bytes:
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UploadError(422, f"the body is not valid JSON ({error})") from error
+    encoded = payload.get("image_base64") if isinstance(payload, dict) else None
+    if not isinstance(encoded, str):
+        raise UploadError(422, "JSON bodies need a string field 'image_base64'")
+    if encoded.startswith("data:"):  # a data URL, as a browser's FileReader gives
+        encoded = encoded.partition(",")[2]
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise UploadError(422, f"'image_base64' is not valid base64 ({error})") from error

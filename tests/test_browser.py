@@ -1,0 +1,106 @@
+"""The upload page in a real, headless Chromium (Debian's, never a downloaded one)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from PIL import Image
+
+from agelens.server import ServerSettings, create_app
+
+CHROMIUM = Path(os.environ.get("AGELENS_CHROMIUM", "/usr/bin/chromium"))
+#: CI installs Chromium and sets this, so a missing browser fails there instead of skipping.
+REQUIRED = os.environ.get("AGELENS_REQUIRE_BROWSER") == "1"
+
+if not CHROMIUM.exists() and not REQUIRED:
+    pytest.skip(
+        f"no Chromium at {CHROMIUM} (apt-get install chromium; CI requires it)",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip("playwright.sync_api")
+# Chromium's own background traffic is refused on closed networks; switch it off.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def server_url(estimator) -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(ServerSettings(), estimator=estimator),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server did not start within 30 s")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def page(server_url):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        tab = browser.new_page()
+        tab.goto(server_url)
+        yield tab
+        browser.close()
+
+
+def test_upload_shows_one_face_row_and_one_box(page, astronaut, tmp_path: Path):
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(astronaut).save(photo, quality=92)
+    page.set_input_files("#photo", str(photo))
+    page.wait_for_selector("#faces tbody tr.face-row")
+    assert page.locator("#faces tbody tr.face-row").count() == 1
+    assert page.locator("#overlay rect.face-box").count() == 1
+    age = float(page.locator("#faces tbody tr.face-row td").nth(1).inner_text())
+    assert 30 <= age <= 55
+    assert "passes" in page.locator("#verdict").inner_text()
+    assert page.locator("#error").is_hidden()
+
+
+def test_a_text_file_shows_a_readable_error(page, tmp_path: Path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping list: eggs, milk\n")
+    page.set_input_files("#photo", str(notes))
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert "not an image" in error.inner_text()
+    assert page.locator("#result").is_hidden()
+
+
+def test_the_threshold_changes_the_answer(page, astronaut, tmp_path: Path):
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(astronaut).save(photo, quality=92)
+    page.set_input_files("#photo", str(photo))
+    page.wait_for_selector("#faces tbody tr.face-row")
+    page.fill("#over", "65")
+    page.dispatch_event("#over", "change")
+    page.wait_for_function("document.querySelector('#verdict').textContent.includes('Refer')")
+    assert "refer" in page.locator("#faces tbody tr.face-row td").nth(4).inner_text()
