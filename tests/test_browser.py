@@ -102,5 +102,5 @@ def test_the_threshold_changes_the_answer(page, astronaut, tmp_path: Path):
     page.wait_for_selector("#faces tbody tr.face-row")
     page.fill("#over", "65")
     page.dispatch_event("#over", "change")
-    page.wait_for_function("document.querySelector('#verdict').textContent.includes('Refer')")
+    page.wait_for_selector("#verdict:has-text('Refer')")
     assert "refer" in page.locator("#faces tbody tr.face-row td").nth(4).inner_text()

@@ -40,7 +40,7 @@ def test_predict_json_over_a_folder(photos: Path):
     records = {Path(r["image"]).name: r for r in json_lines(result.stdout)}
     assert set(records) == {"astronaut.png", "hopper.jpg", "wall.jpg"}
     (face,) = records["astronaut.png"]["faces"]
-    assert set(face) == {"box", "score", "landmarks", "age", "interval", "group"}
+    assert set(face) == {"box", "score", "landmarks", "age", "interval", "group", "groups"}
     assert 30 <= face["age"] <= 55 and len(face["box"]) == 4 and len(face["landmarks"]) == 5
     assert face["interval"][0] <= face["age"] <= face["interval"][1]
     assert set(face["group"]) == {"label", "probability"}

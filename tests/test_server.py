@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import builtins
+import contextlib
 import io
 import logging
 import os
@@ -182,30 +184,48 @@ def _files_under(folder: Path) -> set[tuple[str, float]]:
     for root, _, names in os.walk(folder):
         for name in names:
             path = Path(root, name)
-            try:
+            with contextlib.suppress(OSError):
                 found.add((str(path), path.stat().st_mtime))
-            except OSError:
-                continue  # removed while walking: someone else's
     return found
 
 
-def test_no_file_is_written_and_nothing_is_logged(client, astronaut, caplog):
-    # A 6 MB PNG: Starlette's own form parser would spool anything over 1 MB to disk.
+def test_no_file_is_written_and_nothing_is_logged(
+    client, astronaut, caplog, monkeypatch, tmp_path: Path
+):
+    # A 6 MB PNG: Starlette's own form parser would spool anything over 1 MB to a file.
     noisy = np.random.default_rng(1).integers(0, 256, (1400, 1400, 3), dtype=np.uint8)
     noisy[444:956, 444:956] = astronaut
     big = encode(Image.fromarray(noisy), "PNG", compress_level=0)
     assert len(big) > 5 * 2**20
-    folders = [Path(tempfile.gettempdir()), Path.cwd()]
+    # Spool files are unlinked at once, so watch every file opened for writing too.
+    writes: list[str] = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def spy_open(file, mode="r", *args, **kwargs):
+        if any(flag in str(mode) for flag in "wax+"):
+            writes.append(str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    def spy_os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            writes.append(str(path))
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folders = [tmp_path, Path.cwd()]
     before = [_files_under(folder) for folder in folders]
     with caplog.at_level(logging.DEBUG):
+        monkeypatch.setattr(builtins, "open", spy_open)
+        monkeypatch.setattr(os, "open", spy_os_open)
         response = upload(client, big, name="secret-holiday.png")
         as_json = client.post(
             "/v1/gate", json={"image_base64": base64.b64encode(big).decode("ascii")}
         )
+        monkeypatch.undo()
     assert response.status_code == 200 and as_json.status_code == 200
     assert len(response.json()["faces"]) >= 1
-    after = [_files_under(folder) for folder in folders]
-    assert after == before
+    assert writes == []
+    assert [_files_under(folder) for folder in folders] == before
     assert "secret-holiday" not in caplog.text
     assert base64.b64encode(big[:600]).decode()[:400] not in caplog.text
 

@@ -1,7 +1,9 @@
-"""Many files on one machine: walk folders, decode in a thread pool, estimate in shared batches."""
+"""Many files on one machine: walk folders, then decode and estimate chunks on every core."""
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,28 +56,33 @@ def estimate_files(
     *,
     aligned: bool = False,
     distribution: bool = False,
+    workers: int | None = None,
 ) -> Iterator[ImageResult]:
     """Results in the order of ``paths``; a file that fails carries its error and the run goes on.
 
-    The next chunk decodes in a thread pool (Pillow releases the GIL) while the
-    current one goes through detection and the network.
+    Chunks of files are decoded and estimated by ``workers`` threads at once (one per
+    core by default): decoding and onnxruntime release the GIL, so the cores stay
+    busy with one chunk's network while another chunk is decoded and aligned.
     """
     chunks = [paths[start : start + CHUNK] for start in range(0, len(paths), CHUNK)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
 
-        def submit(chunk: Sequence[Path]) -> list[Future[RGBImage | str]]:
-            return [pool.submit(_try_load, path, estimator.max_pixels) for path in chunk]
+    def run(chunk: Sequence[Path]) -> list[ImageResult]:
+        loaded = [_try_load(path, estimator.max_pixels) for path in chunk]
+        images = [item for item in loaded if not isinstance(item, str)]
+        faces = iter(estimator.estimate_arrays(images, aligned=aligned, distribution=distribution))
+        return [
+            ImageResult(path, None, [], item)
+            if isinstance(item, str)
+            else ImageResult(path, item, next(faces), None)
+            for path, item in zip(chunk, loaded, strict=True)
+        ]
 
-        pending = submit(chunks[0]) if chunks else []
-        for index, chunk in enumerate(chunks):
-            loaded = [future.result() for future in pending]
-            pending = submit(chunks[index + 1]) if index + 1 < len(chunks) else []
-            images = [item for item in loaded if not isinstance(item, str)]
-            faces = iter(
-                estimator.estimate_arrays(images, aligned=aligned, distribution=distribution)
-            )
-            for path, item in zip(chunk, loaded, strict=True):
-                if isinstance(item, str):
-                    yield ImageResult(path, None, [], item)
-                else:
-                    yield ImageResult(path, item, next(faces), None)
+    workers = workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[list[ImageResult]]] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(run, chunk))
+            if len(pending) > workers:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()

@@ -11,9 +11,9 @@ from agelens.bundles import DEFAULT_BUNDLE
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 #: 40 megapixels: any phone photo, while a small PNG claiming a huge canvas is refused.
 DEFAULT_MAX_PIXELS = 40_000_000
-#: Requests estimated at once. Each already uses every core inside onnxruntime, so more
-#: only adds contention; the rest wait their turn.
-DEFAULT_INFERENCE_SLOTS = 2
+#: Requests estimated at once, one per core (each runs its networks on one thread);
+#: the rest wait their turn.
+DEFAULT_INFERENCE_SLOTS = os.cpu_count() or 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +24,13 @@ class ServerSettings:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     inference_slots: int = DEFAULT_INFERENCE_SLOTS
+    threads: int | None = None
 
     @classmethod
     def from_env(cls) -> ServerSettings:
         """``AGELENS_MODEL``, ``AGELENS_MAX_UPLOAD_MB``, ``AGELENS_MAX_PIXELS``,
-        ``AGELENS_API_KEY``, ``AGELENS_CORS_ORIGINS`` (comma-separated), ``AGELENS_SLOTS``."""
+        ``AGELENS_API_KEY``, ``AGELENS_CORS_ORIGINS`` (comma-separated), ``AGELENS_SLOTS``,
+        ``AGELENS_THREADS`` (onnxruntime threads per network)."""
         env = os.environ
         origins = env.get("AGELENS_CORS_ORIGINS", "")
         return cls(
@@ -40,4 +42,5 @@ class ServerSettings:
             api_key=env.get("AGELENS_API_KEY") or None,
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             inference_slots=int(env.get("AGELENS_SLOTS", DEFAULT_INFERENCE_SLOTS)),
+            threads=int(env["AGELENS_THREADS"]) if env.get("AGELENS_THREADS") else None,
         )

@@ -1,0 +1,5 @@
+"""``python -m agelens``: the same as the ``agelens`` command."""
+
+from agelens.cli import app
+
+app(prog_name="agelens")
