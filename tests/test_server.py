@@ -267,6 +267,9 @@ def test_page_is_self_contained_and_documented(client):
     for asset in ("/static/app.js", "/static/style.css"):
         assert client.get(asset).status_code == 200
     assert "https://" not in client.get("/static/app.js").text
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "https://" not in docs.text  # no CDN: works offline
+    assert client.get("/static/docs/swagger-ui-bundle.js").status_code == 200
     schema = client.get("/openapi.json").json()
     body = schema["paths"]["/v1/estimate"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)

@@ -20,9 +20,11 @@ import anyio
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from swagger_ui_bundle import swagger_ui_path
 
 from agelens import __version__
 from agelens.annotate import annotate
@@ -111,6 +113,8 @@ def create_app(
         yield
 
     app = FastAPI(
+        docs_url=None,
+        redoc_url=None,
         title="AgeLens",
         version=__version__,
         description="Ages of the faces in a photo, with intervals, age groups and an age gate. "
@@ -220,6 +224,18 @@ def create_app(
             headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY},
         )
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        """Swagger UI from the swagger-ui-bundle package: the docs work offline too."""
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="AgeLens API",
+            swagger_js_url="/static/docs/swagger-ui-bundle.js",
+            swagger_css_url="/static/docs/swagger-ui.css",
+            swagger_favicon_url="/static/docs/favicon-32x32.png",
+        )
+
+    app.mount("/static/docs", StaticFiles(directory=swagger_ui_path), name="docs-assets")
     app.mount("/static", StaticFiles(directory=str(WEB)), name="static")
     return app
 
