@@ -130,6 +130,13 @@ def create_app(
         )
     _add_error_handlers(app)
     require_key = _api_key_guard(settings.api_key)
+    upload_route: dict[str, Any] = {
+        "tags": ["estimate"],
+        "response_model_exclude_none": True,
+        "dependencies": [Depends(require_key)],
+        "openapi_extra": UPLOAD_BODY,
+        "responses": ERRORS,
+    }
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict[str, str]:
@@ -152,15 +159,7 @@ def create_app(
             "models": describe_builtin_bundles(),
         }
 
-    @app.post(
-        "/v1/estimate",
-        tags=["estimate"],
-        response_model=EstimateOut,
-        response_model_exclude_none=True,
-        dependencies=[Depends(require_key)],
-        openapi_extra=UPLOAD_BODY,
-        responses=ERRORS,
-    )
+    @app.post("/v1/estimate", response_model=EstimateOut, **upload_route)
     async def estimate(
         request: Request,
         groups: Annotated[
@@ -181,15 +180,7 @@ def create_app(
 
         return await _in_worker(request, run)
 
-    @app.post(
-        "/v1/gate",
-        tags=["estimate"],
-        response_model=GateOut,
-        response_model_exclude_none=True,
-        dependencies=[Depends(require_key)],
-        openapi_extra=UPLOAD_BODY,
-        responses=ERRORS,
-    )
+    @app.post("/v1/gate", response_model=GateOut, **upload_route)
     async def gate(
         request: Request,
         over: Annotated[float, Query(ge=0, le=120, description="the age threshold")] = 18,
