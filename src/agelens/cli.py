@@ -21,7 +21,7 @@ from agelens.detection import DEFAULT_MAX_SIDE
 from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
 from agelens.evaluation import metrics, predict_samples
-from agelens.gate import Decision, GatePolicy
+from agelens.gate import Decision
 
 app = typer.Typer(
     help="AgeLens: estimate people's ages from photos of their faces.",
@@ -184,7 +184,6 @@ def gate(
         result = estimator.gate(path, over, buffer)
     except (AgeLensError, OSError) as error:
         raise _fail(str(error)) from error
-    policy = GatePolicy(over, buffer)
     if as_json:
         record = {
             "image": str(path),
@@ -201,7 +200,7 @@ def gate(
         colour = {"pass": "green", "refer": "yellow", "no_face": "red"}[result.decision]
         out.print(
             f"[bold {colour}]{result.decision.upper()}[/] - passes at an estimated "
-            f"{policy.pass_age:g}+ (over {over:g} with a {buffer:g}-year buffer)",
+            f"{result.pass_age:g}+ (over {over:g} with a {buffer:g}-year buffer)",
             highlight=False,
         )
         for face, decision in zip(result.faces, result.decisions, strict=True):

@@ -34,6 +34,7 @@ class GateResult:
     decision: Decision
     decisions: list[Decision]
     faces: list[Face]
+    pass_age: float
 
 
 class AgeEstimator:
@@ -181,7 +182,10 @@ class AgeEstimator:
         """Gate decisions for faces already estimated."""
         policy = GatePolicy(threshold, buffer)
         return GateResult(
-            policy.decide_image(faces), [policy.decide(face) for face in faces], faces
+            policy.decide_image(faces),
+            [policy.decide(face) for face in faces],
+            faces,
+            policy.pass_age,
         )
 
     def _face_boxes(

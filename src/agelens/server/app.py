@@ -39,7 +39,6 @@ from agelens.errors import (
 )
 from agelens.estimates import Face
 from agelens.estimator import AgeEstimator
-from agelens.gate import GatePolicy
 from agelens.groups import IMFDB, GroupScheme, resolve_scheme
 from agelens.images import RGBImage, load_image
 from agelens.server.schemas import EstimateOut, GateOut
@@ -192,18 +191,17 @@ def create_app(
     ) -> dict[str, Any]:
         """Pass, or refer to an ID check: a face passes when its age reaches over + buffer."""
         scheme = _scheme(groups)
-        policy = GatePolicy(over, buffer)
         data = await read_image_bytes(request, settings.max_upload_bytes)
 
         def run() -> dict[str, Any]:
             estimator = request.app.state.estimator
             image, faces = _analyse(estimator, data, scheme, None, False)
-            gated = estimator.over(faces, policy.over, policy.buffer)
+            gated = estimator.over(faces, over, buffer)
             return {
                 **_response(image, faces, False, annotate),
                 "decision": gated.decision.value,
                 "decisions": [d.value for d in gated.decisions],
-                "pass_age": policy.pass_age,
+                "pass_age": gated.pass_age,
             }
 
         return await _in_worker(request, run)
