@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -29,7 +30,11 @@ def json_lines(output: str) -> list[dict]:
 
 
 def test_help_on_every_command():
-    for command in ([], ["predict"], ["gate"], ["models"], ["evaluate"]):
+    commands = [[], *([name] for name in ("predict", "gate", "models", "evaluate", "serve"))]
+    assert {command.name for command in typer.main.get_command(app).commands.values()} == {
+        name for (name,) in commands[1:]
+    }
+    for command in commands:
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 
