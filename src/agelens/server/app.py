@@ -84,6 +84,10 @@ UPLOAD_BODY = {
         },
     }
 }
+GroupsQuery = Annotated[
+    str, Query(description="imfdb, decades, utk5, or lower edges such as 13,31,51")
+]
+AnnotateQuery = Annotated[bool, Query(description="add the annotated photo (JPEG)")]
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"description": text, "content": {"application/json": {"example": {"error": "..."}}}}
     for status, text in (
@@ -161,23 +165,20 @@ def create_app(
     @app.post("/v1/estimate", response_model=EstimateOut, **upload_route)
     async def estimate(
         request: Request,
-        groups: Annotated[
-            str, Query(description="imfdb, decades, utk5, or lower edges such as 13,31,51")
-        ] = IMFDB.name,
+        groups: GroupsQuery = IMFDB.name,
         tta: Annotated[bool | None, Query(description="flip test-time augmentation")] = None,
         distribution: Annotated[bool, Query(description="add each face's distribution")] = False,
-        annotate: Annotated[bool, Query(description="add the annotated photo (JPEG)")] = False,
+        annotate: AnnotateQuery = False,
     ) -> dict[str, Any]:
         """Every face in the photo, with its age, interval and age group."""
-        scheme = _scheme(groups)
-        data = await read_image_bytes(request, settings.max_upload_bytes)
-
-        def run() -> dict[str, Any]:
-            estimator = request.app.state.estimator
-            image, faces = _analyse(estimator, data, scheme, tta, distribution)
-            return _response(image, faces, distribution, annotate)
-
-        return await _in_worker(request, run)
+        return await _estimate_upload(
+            request,
+            settings.max_upload_bytes,
+            groups,
+            tta,
+            distribution,
+            lambda _, image, faces: _response(image, faces, distribution, annotate),
+        )
 
     @app.post("/v1/gate", response_model=GateOut, **upload_route)
     async def gate(
@@ -186,16 +187,12 @@ def create_app(
         buffer: Annotated[
             float, Query(ge=0, le=50, description="policy buffer on top (Challenge 25: 7)")
         ] = 7,
-        groups: Annotated[str, Query(description="group scheme for the faces")] = IMFDB.name,
-        annotate: Annotated[bool, Query(description="add the annotated photo (JPEG)")] = False,
+        groups: GroupsQuery = IMFDB.name,
+        annotate: AnnotateQuery = False,
     ) -> dict[str, Any]:
         """Pass, or refer to an ID check: a face passes when its age reaches over + buffer."""
-        scheme = _scheme(groups)
-        data = await read_image_bytes(request, settings.max_upload_bytes)
 
-        def run() -> dict[str, Any]:
-            estimator = request.app.state.estimator
-            image, faces = _analyse(estimator, data, scheme, None, False)
+        def respond(estimator: AgeEstimator, image: RGBImage, faces: list[Face]) -> dict[str, Any]:
             gated = estimator.over(faces, over, buffer)
             return {
                 **_response(image, faces, False, annotate),
@@ -204,7 +201,9 @@ def create_app(
                 "pass_age": gated.pass_age,
             }
 
-        return await _in_worker(request, run)
+        return await _estimate_upload(
+            request, settings.max_upload_bytes, groups, None, False, respond
+        )
 
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -236,16 +235,28 @@ def _scheme(groups: str) -> GroupScheme:
         raise UploadError(422, str(error)) from error
 
 
-async def _in_worker(request: Request, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run CPU work in a thread, at most ``inference_slots`` at a time."""
-    return await anyio.to_thread.run_sync(work, limiter=request.app.state.slots)
+async def _estimate_upload(
+    request: Request,
+    limit: int,
+    groups: str,
+    tta: bool | None,
+    distribution: bool,
+    respond: Callable[[AgeEstimator, RGBImage, list[Face]], dict[str, Any]],
+) -> dict[str, Any]:
+    """Read the upload, then decode, estimate and ``respond`` in a worker thread.
 
+    At most ``inference_slots`` requests are in the CPU-bound part at once.
+    """
+    scheme = _scheme(groups)
+    data = await read_image_bytes(request, limit)
+    estimator: AgeEstimator = request.app.state.estimator
 
-def _analyse(
-    estimator: AgeEstimator, data: bytes, scheme: GroupScheme, tta: bool | None, distribution: bool
-) -> tuple[RGBImage, list[Face]]:
-    image = load_image(data, max_pixels=estimator.max_pixels, still_only=True)
-    return image, estimator.estimate(image, groups=scheme, tta=tta, distribution=distribution)
+    def run() -> dict[str, Any]:
+        image = load_image(data, max_pixels=estimator.max_pixels, still_only=True)
+        faces = estimator.estimate(image, groups=scheme, tta=tta, distribution=distribution)
+        return respond(estimator, image, faces)
+
+    return await anyio.to_thread.run_sync(run, limiter=request.app.state.slots)
 
 
 def _response(
