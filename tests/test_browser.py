@@ -16,7 +16,8 @@ from PIL import Image
 from agelens.server import ServerSettings, create_app
 
 CHROMIUM = Path(os.environ.get("AGELENS_CHROMIUM", "/usr/bin/chromium"))
-#: CI installs Chromium and sets this, so a missing browser fails there instead of skipping.
+#: The README's test command (and so CI) installs Chromium and sets this: a missing
+#: browser then fails the test instead of skipping it.
 REQUIRED = os.environ.get("AGELENS_REQUIRE_BROWSER") == "1"
 
 if not CHROMIUM.exists() and not REQUIRED:
