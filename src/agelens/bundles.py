@@ -35,7 +35,7 @@ class Bundle:
 
     @property
     def task(self) -> str:
-        return str(self.manifest.get("task", AGE))
+        return _task_of(self.manifest)
 
     @property
     def input_size(self) -> int:
@@ -76,6 +76,11 @@ class Bundle:
         return dict(self.manifest["license"])
 
 
+def _task_of(manifest: dict[str, Any]) -> str:
+    """A manifest's task; manifests written before detectors were bundles are age models."""
+    return str(manifest.get("task", AGE))
+
+
 _COMMON = {"license": ("spdx", "source"), "artifact": ("path", "sha256")}
 _REQUIRED = {
     AGE: {
@@ -97,7 +102,7 @@ def builtin_bundle_names(task: str | None = None) -> list[str]:
     names = []
     for entry in _BUILTIN_ROOT.iterdir():
         manifest = entry / "manifest.json"
-        if manifest.is_file() and task in (None, json.loads(manifest.read_text()).get("task", AGE)):
+        if manifest.is_file() and task in (None, _task_of(json.loads(manifest.read_text()))):
             names.append(entry.name)
     return sorted(names)
 
@@ -161,7 +166,7 @@ def _manifest_path(name_or_path: str | Path) -> Path:
 def _validate(manifest: Any, where: Path, task: str) -> None:
     if not isinstance(manifest, dict):
         raise ModelError(f"{where}: the manifest must be a JSON object")
-    found = manifest.get("task", AGE)
+    found = _task_of(manifest)
     if found != task:
         raise ModelError(f"{where}: a {found!r} model, where a {task!r} model is needed")
     for section, keys in _REQUIRED[task].items():
