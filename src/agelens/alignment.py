@@ -5,6 +5,12 @@ with the bundle's padding and ``extract_image_chip`` cut a rotated, scaled,
 square chip. The landmark model was trained on dlib's HOG detector boxes, which
 frame a face differently from YuNet's, so YuNet's landmarks are first mapped to that
 framing (see :func:`landmark_box`).
+
+Where the chip runs past the image's edge, dlib fills it with black. Tight crops
+(UTKFace's) make most chips black-bordered, while faces in ordinary photos rarely
+are; a network trained on the former learns the borders. Bundles trained by
+AgeLens therefore use ``border="edge"``: the image is extended by repeating its
+edge pixels, for training and inference alike.
 """
 
 from __future__ import annotations
@@ -47,21 +53,58 @@ def landmark_box(landmarks: Sequence[tuple[float, float]]) -> Box:
     return (centre[0] - side / 2, centre[1] - side / 2, centre[0] + side / 2, centre[1] + side / 2)
 
 
+BORDERS = ("zero", "edge")
+# Margin around the face box, in box sides, extended before cutting an ``edge`` chip: a
+# chip with padding 0.2 spans about 1.4 box sides, which turned by 45 degrees reach
+# 0.5 side past each edge of the box.
+_EDGE_MARGIN = 0.6
+
+
 class Aligner:
     """Landmarks and chips; the dlib predictor is read-only once loaded, so threads may share it."""
 
-    def __init__(self, chip_size: int, padding: float) -> None:
+    def __init__(self, chip_size: int, padding: float, border: str = "zero") -> None:
+        if border not in BORDERS:
+            raise ValueError(f"border must be one of {', '.join(BORDERS)}, got {border!r}")
         self.chip_size = chip_size
         self.padding = padding
+        self.border = border
         self._predictor = dlib.shape_predictor(str(_LANDMARK_MODEL))
 
     def chip(
         self, image: RGBImage, box: Box
     ) -> tuple[NDArray[np.uint8], list[tuple[float, float]]]:
         """Align the face inside ``box`` (dlib framing); returns the chip and its 5 landmarks."""
-        x1, y1, x2, y2 = (round(value) for value in box)
+        offset_x = offset_y = 0
+        if self.border == "edge":
+            image, (offset_x, offset_y) = _edge_window(image, box)
+        x1, y1, x2, y2 = (round(value) - shift for value, shift in zip(box, (offset_x, offset_y) * 2))
         shape = self._predictor(image, dlib.rectangle(x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)))
         details = dlib.get_face_chip_details(shape, self.chip_size, self.padding)
         chip = np.ascontiguousarray(dlib.extract_image_chip(image, details), dtype=np.uint8)
-        points = [(float(shape.part(i).x), float(shape.part(i).y)) for i in range(shape.num_parts)]
+        points = [
+            (float(shape.part(i).x + offset_x), float(shape.part(i).y + offset_y))
+            for i in range(shape.num_parts)
+        ]
         return chip, points
+
+
+def _edge_window(image: RGBImage, box: Box) -> tuple[RGBImage, tuple[int, int]]:
+    """The region around ``box`` with pixels past the image's edge repeated from the edge."""
+    x1, y1, x2, y2 = box
+    margin = _EDGE_MARGIN * max(x2 - x1, y2 - y1)
+    left, top = int(np.floor(x1 - margin)), int(np.floor(y1 - margin))
+    right, bottom = int(np.ceil(x2 + margin)), int(np.ceil(y2 + margin))
+    height, width = image.shape[:2]
+    row_start, column_start = min(max(top, 0), height - 1), min(max(left, 0), width - 1)
+    row_end = max(min(bottom, height), row_start + 1)
+    column_end = max(min(right, width), column_start + 1)
+    inside = image[row_start:row_end, column_start:column_end]
+    before_rows, before_columns = max(row_start - top, 0), max(column_start - left, 0)
+    pads = (
+        (before_rows, max(bottom - row_end, 0)),
+        (before_columns, max(right - column_end, 0)),
+        (0, 0),
+    )
+    origin = (column_start - before_columns, row_start - before_rows)
+    return np.pad(inside, pads, mode="edge"), origin

@@ -67,6 +67,11 @@ class Bundle:
         return float(self.manifest["alignment"]["chip_padding"])
 
     @property
+    def chip_border(self) -> str:
+        """How chips are filled past the image's edge: ``zero`` (dlib's black) or ``edge``."""
+        return str(self.manifest["alignment"].get("border", "zero"))
+
+    @property
     def flip_tta(self) -> bool:
         """The bundle's default for horizontal-flip test-time augmentation."""
         return bool(self.manifest.get("inference", {}).get("flip_tta", False))

@@ -1,14 +1,16 @@
 """Labelled face datasets: readers, content-hash deduplication, and the deterministic split.
 
 A dataset is named by a spec: ``utkface:DIR``, ``imfdb:DIR`` (a folder with
-``train.csv`` of ``ID,Class`` beside its images) or ``csv:FILE`` (columns ``path``,
-relative to the CSV's folder, and ``age`` and/or ``group``, optional ``gender``, ``race``).
+``train.csv`` of ``ID,Class`` beside its images), ``csv:FILE`` (columns ``path``,
+relative to the CSV's folder, and ``age`` and/or ``group``, optional ``gender``, ``race``)
+or ``folder:DIR`` (one sub-folder of images per class, named by the class).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,7 +97,31 @@ def read_csv(table: Path) -> Dataset:
     return Dataset("csv", table, samples, malformed)
 
 
-_READERS = {"utkface": read_utkface, "imfdb": read_imfdb, "csv": read_csv}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def read_class_folders(folder: Path) -> Dataset:
+    """One sub-folder per class: ``DIR/YOUNG/*.jpg``, ``DIR/OLD/*.jpg``…; other files are skipped."""
+    samples, malformed = [], []
+    for class_dir in sorted(p for p in _require_dir(folder).iterdir() if p.is_dir()):
+        for path in sorted(class_dir.rglob("*")):
+            if not path.is_file():
+                continue
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                samples.append(Sample(path, group=class_dir.name))
+            else:
+                malformed.append(str(path.relative_to(folder)))
+    if not samples:
+        raise DatasetError(f"{folder}: no images in class sub-folders")
+    return Dataset("folder", folder, samples, malformed)
+
+
+_READERS = {
+    "utkface": read_utkface,
+    "imfdb": read_imfdb,
+    "csv": read_csv,
+    "folder": read_class_folders,
+}
 
 
 def read_dataset(spec: str) -> Dataset:
@@ -119,21 +145,56 @@ def split_of(digest: str) -> Split:
     return "train" if bucket < 6 else "val" if bucket < 8 else "test"
 
 
-def select_split(dataset: Dataset, split: Split) -> list[Sample]:
-    """Drop byte-identical copies (first path wins), then keep the samples of ``split``."""
-    if split not in SPLITS:
-        raise DatasetError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+def unique_samples(dataset: Dataset) -> list[tuple[Sample, str]]:
+    """Samples with their content hash, byte-identical copies dropped (the first path wins)."""
     seen: set[str] = set()
     kept = []
     for sample in dataset.samples:
         digest = content_hash(sample.path)
-        if digest in seen:
-            continue
-        seen.add(digest)
-        if split == "all" or split_of(digest) == split:
-            kept.append(sample)
-    dataset.duplicates = len(dataset.samples) - len(seen)
+        if digest not in seen:
+            seen.add(digest)
+            kept.append((sample, digest))
+    dataset.duplicates = len(dataset.samples) - len(kept)
     return kept
+
+
+def select_split(dataset: Dataset, split: Split) -> list[Sample]:
+    """Drop byte-identical copies, then keep the samples of ``split``."""
+    return [sample for sample, _ in split_with_hashes(dataset, split)]
+
+
+def split_with_hashes(dataset: Dataset, split: Split) -> list[tuple[Sample, str]]:
+    """As :func:`select_split`, each sample with its content hash."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    return [
+        (sample, digest)
+        for sample, digest in unique_samples(dataset)
+        if split == "all" or split_of(digest) == split
+    ]
+
+
+def write_split(dataset: Dataset, path: Path) -> dict[str, int]:
+    """Record which file went to which split (by content hash), so results can name their data."""
+    unique = unique_samples(dataset)
+    members: dict[str, list[list[str]]] = {"train": [], "val": [], "test": []}
+    for sample, digest in unique:
+        members[split_of(digest)].append([digest, str(sample.path.relative_to(_root_dir(dataset)))])
+    counts = {name: len(rows) for name, rows in members.items()}
+    record = {
+        "dataset": dataset.kind,
+        "rule": "sha1 of the file's bytes; first 8 hex digits mod 10: 0-5 train, 6-7 val, 8-9 test",
+        "duplicates_dropped": dataset.duplicates,
+        "malformed": dataset.malformed,
+        "counts": counts,
+        "members": members,
+    }
+    path.write_text(json.dumps(record))
+    return counts
+
+
+def _root_dir(dataset: Dataset) -> Path:
+    return dataset.root.parent if dataset.root.is_file() else dataset.root
 
 
 def _require_dir(folder: Path) -> Path:

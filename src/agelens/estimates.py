@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from agelens import calibration
 from agelens.groups import GroupScheme
 
 #: Share of the predicted distribution the reported interval holds.
@@ -58,16 +59,27 @@ def summarize(
     class_ages: list[float],
     scheme: GroupScheme,
     level: float = DEFAULT_INTERVAL_LEVEL,
+    calibration_record: dict[str, Any] | None = None,
 ) -> AgeSummary:
-    """Expected age, central ``level`` interval (whole years) and group masses, for each row."""
+    """Expected age, ``level`` interval and group masses, for each row.
+
+    With a bundle's conformal calibration for ``level`` the interval is the calibrated
+    one (see :mod:`agelens.calibration`); without, it is the central ``level`` mass of
+    the distribution in whole years, which is only as honest as the network's softmax.
+    """
     values = np.asarray(class_ages, dtype=np.float64)
     probabilities = distributions.astype(np.float64)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     ages = probabilities @ values
+    groups = probabilities @ scheme.membership(values).astype(np.float64)
+    multiplier = calibration.quantile_for(calibration_record, level)
+    if multiplier is not None:
+        mean, spread = calibration.moments(probabilities, class_ages)
+        bounds = np.round(calibration.intervals(mean, spread, multiplier, values[-1]), 1)
+        return AgeSummary(ages, bounds, groups)
     cdf = np.cumsum(probabilities, axis=1)
     tail = (1.0 - level) / 2
     years = np.floor(values)
     low = years[np.minimum((cdf < tail).sum(axis=1), len(values) - 1)]
     high = years[np.minimum((cdf < 1.0 - tail).sum(axis=1), len(values) - 1)]
-    groups = probabilities @ scheme.membership(values).astype(np.float64)
     return AgeSummary(ages, np.stack([low, high], axis=1), groups)

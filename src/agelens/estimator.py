@@ -78,7 +78,9 @@ class AgeEstimator:
             min_face=min_face,
             threads=threads,
         )
-        self.aligner = Aligner(self.bundle.input_size, self.bundle.chip_padding)
+        self.aligner = Aligner(
+            self.bundle.input_size, self.bundle.chip_padding, self.bundle.chip_border
+        )
         self.model = AgeModel(self.bundle, threads=threads)
 
     def estimate(
@@ -152,7 +154,13 @@ class AgeEstimator:
             return faces
         flip = self.tta if tta is None else tta
         distributions = self.model.distributions(np.stack(chips), flip=flip)
-        summary = summarize(distributions, self.bundle.ages, scheme, self.interval_level)
+        summary = summarize(
+            distributions,
+            self.bundle.ages,
+            scheme,
+            self.interval_level,
+            self.bundle.manifest.get("calibration"),
+        )
         for row, crop in enumerate(crops):
             group_masses = summary.group_probabilities[row]
             best = int(np.argmax(group_masses))
