@@ -30,7 +30,22 @@ def json_lines(output: str) -> list[dict]:
 
 
 def test_help_on_every_command():
-    commands = [[], *([name] for name in ("predict", "gate", "models", "evaluate", "serve"))]
+    commands = [
+        [],
+        *(
+            [name]
+            for name in (
+                "predict",
+                "gate",
+                "models",
+                "evaluate",
+                "serve",
+                "eda",
+                "train",
+                "calibrate",
+            )
+        ),
+    ]
     assert {command.name for command in typer.main.get_command(app).commands.values()} == {
         name for (name,) in commands[1:]
     }

@@ -78,7 +78,9 @@ class Aligner:
         offset_x = offset_y = 0
         if self.border == "edge":
             image, (offset_x, offset_y) = _edge_window(image, box)
-        x1, y1, x2, y2 = (round(value) - shift for value, shift in zip(box, (offset_x, offset_y) * 2))
+        x1, y1, x2, y2 = (
+            round(value) - shift for value, shift in zip(box, (offset_x, offset_y) * 2, strict=True)
+        )
         shape = self._predictor(image, dlib.rectangle(x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)))
         details = dlib.get_face_chip_details(shape, self.chip_size, self.padding)
         chip = np.ascontiguousarray(dlib.extract_image_chip(image, details), dtype=np.uint8)

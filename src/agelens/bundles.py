@@ -22,6 +22,8 @@ from agelens.errors import ModelError
 DEFAULT_BUNDLE = "cydral-v1"
 DEFAULT_DETECTOR = "yunet-2023"
 AGE, FACE_DETECTION = "age", "face-detection"
+#: Challenge 25: over 18 with 7 years' buffer, the fallback gate policy.
+CHALLENGE_BUFFER = 7.0
 _BUILTIN_ROOT = importlib.resources.files("agelens") / "models"
 
 
@@ -75,6 +77,18 @@ class Bundle:
     def flip_tta(self) -> bool:
         """The bundle's default for horizontal-flip test-time augmentation."""
         return bool(self.manifest.get("inference", {}).get("flip_tta", False))
+
+    def gate_buffer(self, over: float) -> float:
+        """The bundle's default gate buffer for threshold ``over``.
+
+        A bundle calibrated by AgeLens stores the buffer fitted on validation data so that
+        at most 2% of 13-17-year-olds pass a gate over 18; other thresholds, and bundles
+        without one, get Challenge 25's 7 years.
+        """
+        gate = self.manifest.get("gate") or {}
+        if "buffer" in gate and float(gate.get("over", 18)) == float(over):
+            return float(gate["buffer"])
+        return CHALLENGE_BUFFER
 
     @property
     def license(self) -> dict[str, Any]:

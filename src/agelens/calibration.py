@@ -2,7 +2,7 @@
 
 For each validation face the score is ``|true age - expected age| / spread``, with
 the spread the standard deviation of the predicted distribution. The interval at
-level ``L`` is ``expected age ± q_L × spread``, where ``q_L`` is the conformal
+level ``L`` is ``expected age +/- q_L x spread``, where ``q_L`` is the conformal
 quantile of the scores: the ``ceil((n + 1) L)``-th smallest. It covers a fresh
 face with probability at least ``L`` when faces are exchangeable with the
 validation set, and it is wide where the network is unsure, narrow where it is sure.

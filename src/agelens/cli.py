@@ -1,27 +1,39 @@
-"""The ``agelens`` command: predict, gate, models, evaluate, serve."""
+"""The ``agelens`` command: predict, gate, models, evaluate, serve (and eda, train, calibrate)."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from agelens import cli_train
 from agelens.annotate import label_of, save_annotated
 from agelens.batch import ImageResult, collect_images, estimate_files
 from agelens.bundles import DEFAULT_BUNDLE, describe_builtin_bundles
+from agelens.cli_common import (
+    AlignedOption,
+    DataOption,
+    GroupsOption,
+    JsonOption,
+    ModelOption,
+    TtaOption,
+    err,
+    fail,
+    out,
+    progress_bar,
+)
 from agelens.datasets import read_dataset, select_split
 from agelens.detection import DEFAULT_MAX_SIDE
 from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
 from agelens.evaluation import metrics, predict_samples
-from agelens.gate import Decision
+from agelens.gate import Decision, GatePolicy
 
 app = typer.Typer(
     help="AgeLens: estimate people's ages from photos of their faces.",
@@ -29,56 +41,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True)
-
 #: Exit codes of ``agelens gate``, so scripts can branch without parsing output.
 GATE_EXIT = {Decision.PASS: 0, Decision.REFER: 3, Decision.NO_FACE: 4}
-PROGRESS_FROM = 8
-
-ModelOption = Annotated[
-    str, typer.Option("--model", "-m", help="Bundle name (see `agelens models`) or folder.")
-]
-GroupsOption = Annotated[
-    str,
-    typer.Option(help="Group scheme: imfdb, decades, utk5, or lower edges such as 13,31,51."),
-]
-AlignedOption = Annotated[
-    bool, typer.Option("--aligned", help="Inputs are aligned face crops: skip detection.")
-]
-TtaOption = Annotated[
-    bool | None,
-    typer.Option("--tta/--no-tta", help="Horizontal-flip test-time augmentation [bundle default]."),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def _estimator(model: str, groups: str, tta: bool | None, **options: float) -> AgeEstimator:
     try:
         return AgeEstimator(model, groups=groups, tta=tta, **options)  # type: ignore[arg-type]
     except (AgeLensError, ValueError) as error:
-        raise _fail(str(error), 2) from error
-
-
-def _progress(total: int) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=total < PROGRESS_FROM or not err.is_terminal,
-        transient=True,
-    )
+        raise fail(str(error), 2) from error
 
 
 def _run(estimator: AgeEstimator, paths: list[Path], aligned: bool, distribution: bool = False):
-    with _progress(len(paths)) as progress:
+    with progress_bar(len(paths)) as progress:
         task = progress.add_task("Estimating", total=len(paths))
         for result in estimate_files(estimator, paths, aligned=aligned, distribution=distribution):
             progress.advance(task)
@@ -88,7 +63,7 @@ def _run(estimator: AgeEstimator, paths: list[Path], aligned: bool, distribution
 def _files(paths: list[Path]) -> list[Path]:
     files = collect_images(paths)
     if not files:
-        raise _fail("no image files found in " + ", ".join(map(str, paths)), 2)
+        raise fail("no image files found in " + ", ".join(map(str, paths)), 2)
     return files
 
 
@@ -130,7 +105,7 @@ def predict(
         else:
             _print_faces(result)
     if failed:
-        raise _fail(f"{failed} file(s) could not be read")
+        raise fail(f"{failed} file(s) could not be read")
 
 
 def _print_json(result: ImageResult, distribution: bool) -> None:
@@ -169,8 +144,12 @@ def gate(
     path: Annotated[Path, typer.Argument(help="One photo.")],
     over: Annotated[float, typer.Option(help="The legal age to check.")] = 18,
     buffer: Annotated[
-        float, typer.Option(help="Years above --over a face must look to pass (Challenge 25: 7).")
-    ] = 7,
+        float | None,
+        typer.Option(
+            help="Years above --over a face must look to pass [the model's fitted buffer, "
+            "else Challenge 25's 7]."
+        ),
+    ] = None,
     as_json: JsonOption = False,
     model: ModelOption = DEFAULT_BUNDLE,
     tta: TtaOption = None,
@@ -183,7 +162,8 @@ def gate(
     try:
         result = estimator.gate(path, over, buffer)
     except (AgeLensError, OSError) as error:
-        raise _fail(str(error)) from error
+        raise fail(str(error)) from error
+    buffer = result.pass_age - over
     if as_json:
         record = {
             "image": str(path),
@@ -235,54 +215,89 @@ def models(as_json: JsonOption = False) -> None:
 
 @app.command()
 def evaluate(
-    data: Annotated[str, typer.Option(help="utkface:DIR, imfdb:DIR (with train.csv) or csv:FILE.")],
+    data: DataOption,
     split: Annotated[
         str | None,
         typer.Option(help="train, val, test or all [test; csv: all]. Content-hash 60/20/20."),
     ] = None,
     groups: GroupsOption = "imfdb",
-    model: ModelOption = DEFAULT_BUNDLE,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model", "-m", help="Bundle name or folder; repeat to compare models [cydral-v1]."
+        ),
+    ] = None,
     aligned: AlignedOption = False,
     tta: TtaOption = None,
+    over: Annotated[float, typer.Option(help="Threshold of the age-gate figures.")] = 18,
     limit: Annotated[int | None, typer.Option(help="Score only the first N samples.")] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write metrics.json, figures and an HTML report to this folder."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Score a model on a labelled dataset: MAE, CS@5, group accuracy, MAE by age band."""
+    """Score models on a labelled dataset: MAE, CS@5, coverage, groups, bands, fairness, gate."""
     try:
         dataset = read_dataset(data)
-        chosen = split or ("all" if dataset.kind == "csv" else "test")
+        chosen = split or ("all" if dataset.kind in ("csv", "folder") else "test")
         samples = select_split(dataset, chosen)[:limit]  # type: ignore[arg-type]
     except AgeLensError as error:
-        raise _fail(str(error), 2) from error
+        raise fail(str(error), 2) from error
     if not samples:
-        raise _fail(f"no samples in split {chosen!r} of {data}", 2)
-    estimator = _estimator(model, groups, tta)
-    with _progress(len(samples)) as progress:
-        task = progress.add_task("Evaluating", total=len(samples))
-        predictions = list(
-            predict_samples(
-                estimator, samples, aligned=aligned, on_progress=lambda: progress.advance(task)
+        raise fail(f"no samples in split {chosen!r} of {data}", 2)
+    runs = []
+    for name in model or [DEFAULT_BUNDLE]:
+        estimator = _estimator(name, groups, tta)
+        with progress_bar(len(samples)) as progress:
+            task = progress.add_task(f"Evaluating {estimator.bundle.name}", total=len(samples))
+            predictions = list(
+                predict_samples(
+                    estimator, samples, aligned=aligned, on_progress=partial(progress.advance, task)
+                )
             )
-        )
-    result = {
-        "data": data,
-        "split": chosen,
-        "model": estimator.bundle.name,
-        "tta": estimator.tta,
-        "unreadable": len(samples) - len(predictions),
-        **metrics(predictions),
-    }
-    if as_json:
-        sys.stdout.write(json.dumps(result) + "\n")
-        return
-    table = Table(title=f"{estimator.bundle.name} on {data} ({chosen})")
+        policy = GatePolicy(over, estimator.bundle.gate_buffer(over))
+        result = {
+            "data": data,
+            "split": chosen,
+            "model": estimator.bundle.name,
+            "tta": estimator.tta,
+            "unreadable": len(samples) - len(predictions),
+            **metrics(predictions, scheme=estimator.groups, policy=policy),
+        }
+        runs.append((result, predictions, estimator.bundle.model_path.parent))
+        if as_json:
+            sys.stdout.write(json.dumps(result) + "\n")
+        else:
+            _print_metrics(result)
+    if report is not None:
+        try:
+            from agelens.report import write_report
+        except ImportError as error:
+            raise fail("reports need the train extras: pip install 'agelens[train]'", 2) from error
+        page = write_report(report, f"Evaluation on {data} ({chosen})", runs, estimator.groups)
+        err.print(f"report: {page}")
+
+
+def _print_metrics(result: dict[str, Any]) -> None:
+    table = Table(title=f"{result['model']} on {result['data']} ({result['split']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.items():
-        if key != "per_band":
+        if not isinstance(value, dict):
             table.add_row(key, str(value))
     for band, numbers in result.get("per_band", {}).items():
         table.add_row(f"MAE {band}", f"{numbers['mae']:.2f} (n={numbers['n']})")
+    for attribute in ("gender", "race"):
+        if by := result.get(f"by_{attribute}"):
+            for value, numbers in by["groups"].items():
+                table.add_row(f"MAE {value}", f"{numbers['mae']:.2f} (n={numbers['n']})")
+            table.add_row(f"{attribute} gap", f"{by['gap']:.2f}")
+    if gate := result.get("gate"):
+        table.add_row(
+            f"gate over {gate['over']:g} (+{gate['buffer']:g})",
+            f"13-17 pass {gate['pass_13_17']:.1%}, 25+ pass {gate['pass_25_plus']:.1%}",
+        )
     out.print(table)
 
 
@@ -302,7 +317,7 @@ def serve(
     try:
         import uvicorn
     except ImportError as error:
-        raise _fail("the server needs its extras: pip install 'agelens[server]'", 2) from error
+        raise fail("the server needs its extras: pip install 'agelens[server]'", 2) from error
     # Workers are separate processes: they read their settings from the environment.
     os.environ["AGELENS_MODEL"] = model
     os.environ["AGELENS_MAX_UPLOAD_MB"] = str(max_upload_mb)
@@ -315,3 +330,8 @@ def serve(
         workers=workers,
         log_level="info",
     )
+
+
+app.command()(cli_train.eda)
+app.command()(cli_train.train)
+app.command()(cli_train.calibrate)

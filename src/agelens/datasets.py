@@ -101,7 +101,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".ti
 
 
 def read_class_folders(folder: Path) -> Dataset:
-    """One sub-folder per class: ``DIR/YOUNG/*.jpg``, ``DIR/OLD/*.jpg``…; other files are skipped."""
+    """One sub-folder per class (``DIR/YOUNG/*.jpg``, ``DIR/OLD/*.jpg``); other files skipped."""
     samples, malformed = [], []
     for class_dir in sorted(p for p in _require_dir(folder).iterdir() if p.is_dir()):
         for path in sorted(class_dir.rglob("*")):

@@ -181,9 +181,13 @@ class AgeEstimator:
             )
         return faces
 
-    def gate(self, image: ImageSource, over: float = 18, buffer: float = 7) -> GateResult:
-        """Pass or refer the people in a photo; see :mod:`agelens.gate` for the policy."""
-        return self.over(self.estimate(image), over, buffer)
+    def gate(self, image: ImageSource, over: float = 18, buffer: float | None = None) -> GateResult:
+        """Pass or refer the people in a photo; see :mod:`agelens.gate` for the policy.
+
+        ``buffer`` defaults to the bundle's own (see :meth:`Bundle.gate_buffer`).
+        """
+        chosen = self.bundle.gate_buffer(over) if buffer is None else buffer
+        return self.over(self.estimate(image), over, chosen)
 
     @staticmethod
     def over(faces: list[Face], threshold: float = 18, buffer: float = 7) -> GateResult:

@@ -1,4 +1,4 @@
-"""Scoring an estimator on labelled samples: MAE, CS@5, group accuracy, error by age band."""
+"""Scoring an estimator on labelled samples: MAE, CS@5, coverage, groups, bands, fairness, gate."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
+from agelens import calibration
 from agelens.batch import estimate_files
 from agelens.datasets import Sample
 from agelens.estimates import Face
 from agelens.estimator import AgeEstimator
+from agelens.gate import GatePolicy, pass_rates
+from agelens.groups import GroupScheme
 
 #: Bands that matter for age assurance (13-17 and 18-24 around the gate) and for fairness.
 AGE_BANDS: tuple[tuple[str, int, int], ...] = (
@@ -38,10 +42,13 @@ def predict_samples(
     samples: Sequence[Sample],
     *,
     aligned: bool = False,
+    distribution: bool = False,
     on_progress: Callable[[], None] | None = None,
 ) -> Iterator[Prediction]:
     """The largest face of each readable sample; the whole image when no face is found."""
-    results = estimate_files(estimator, [sample.path for sample in samples], aligned=aligned)
+    results = estimate_files(
+        estimator, [sample.path for sample in samples], aligned=aligned, distribution=distribution
+    )
     for sample, result in zip(samples, results, strict=True):
         if on_progress:
             on_progress()
@@ -50,12 +57,75 @@ def predict_samples(
         if result.faces:
             yield Prediction(sample, result.faces[0], True)
         else:
-            (whole,) = estimator.estimate_arrays([result.image], aligned=True)
+            (whole,) = estimator.estimate_arrays(
+                [result.image], aligned=True, distribution=distribution
+            )
             yield Prediction(sample, whole[0], False)
 
 
-def metrics(predictions: Sequence[Prediction]) -> dict[str, Any]:
-    """``n``, ``no_face``, ``mae``, ``cs5``, ``accuracy`` (with group labels), ``per_band``."""
+def true_group(sample: Sample, scheme: GroupScheme) -> str | None:
+    """The sample's group label, or the group its age falls in under ``scheme``."""
+    if sample.group is not None:
+        return sample.group
+    return None if sample.age is None else scheme.group_of(sample.age)
+
+
+def confusion(
+    predictions: Sequence[Prediction], scheme: GroupScheme
+) -> tuple[list[str], NDArray[np.int64]]:
+    """Labels and the true x predicted count matrix over the scheme's groups (plus any others)."""
+    truths = [true_group(p.sample, scheme) for p in predictions]
+    labels = list(scheme.labels) + sorted({t for t in truths if t} - set(scheme.labels))
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for prediction, truth in zip(predictions, truths, strict=True):
+        if truth is not None:
+            matrix[index[truth], index[prediction.face.group]] += 1
+    return labels, matrix
+
+
+def gate_figures(predictions: Sequence[Prediction], policy: GatePolicy) -> dict[str, Any]:
+    """Under ``policy``: the share of true 13-17-year-olds and of true 25+ who pass."""
+    with_age = [p for p in predictions if p.sample.age is not None]
+    estimates = np.array([p.face.age for p in with_age])
+    truth = np.array([p.sample.age for p in with_age])
+    minors, adults = pass_rates(estimates, truth, policy.pass_age)
+    return {
+        "over": policy.over,
+        "buffer": policy.buffer,
+        "pass_13_17": round(minors, 4),
+        "pass_25_plus": round(adults, 4),
+    }
+
+
+def _mae_by(
+    attribute: str, with_age: Sequence[Prediction], errors: NDArray[np.float64]
+) -> dict[str, Any]:
+    """MAE per value of ``gender`` or ``race``, with the largest minus smallest."""
+    values = np.array([getattr(p.sample, attribute) for p in with_age], dtype=object)
+    groups = {
+        str(value): {"n": int(mask.sum()), "mae": round(float(errors[mask].mean()), 4)}
+        for value in sorted({v for v in values if v is not None})
+        if (mask := values == value).any()
+    }
+    if not groups:
+        return {}
+    maes = [entry["mae"] for entry in groups.values()]
+    return {"groups": groups, "gap": round(max(maes) - min(maes), 4)}
+
+
+def metrics(
+    predictions: Sequence[Prediction],
+    *,
+    scheme: GroupScheme | None = None,
+    policy: GatePolicy | None = None,
+) -> dict[str, Any]:
+    """``n``, ``no_face``, ``mae``, ``cs5``, ``coverage90``, ``accuracy``, ``per_band``...
+
+    ``coverage90`` is the share of true ages inside the reported interval (90% by
+    default). ``by_gender`` and ``by_race`` appear when the data has them, ``gate``
+    when ``policy`` is given and the data has ages.
+    """
     result: dict[str, Any] = {
         "n": len(predictions),
         "no_face": sum(not p.found for p in predictions),
@@ -66,14 +136,22 @@ def metrics(predictions: Sequence[Prediction]) -> dict[str, Any]:
         errors = np.abs(np.array([p.face.age for p in with_age]) - truth)
         result["mae"] = round(float(errors.mean()), 4)
         result["cs5"] = round(float((errors <= 5).mean()), 4)
+        intervals = np.array([p.face.interval for p in with_age], dtype=np.float64)
+        result["coverage90"] = round(calibration.coverage(intervals, truth), 4)
+        result["bias"] = round(float((np.array([p.face.age for p in with_age]) - truth).mean()), 4)
         result["per_band"] = {
             name: {"n": int(mask.sum()), "mae": round(float(errors[mask].mean()), 4)}
             for name, low, high in AGE_BANDS
             if (mask := (truth >= low) & (truth <= high)).any()
         }
-    with_group = [p for p in predictions if p.sample.group is not None]
-    if with_group:
-        result["accuracy"] = round(
-            float(np.mean([p.face.group == p.sample.group for p in with_group])), 4
-        )
+        for attribute in ("gender", "race"):
+            if by := _mae_by(attribute, with_age, errors):
+                result[f"by_{attribute}"] = by
+        if policy is not None:
+            result["gate"] = gate_figures(with_age, policy)
+    if scheme is not None:
+        labels, matrix = confusion(predictions, scheme)
+        if matrix.sum():
+            result["accuracy"] = round(float(np.trace(matrix) / matrix.sum()), 4)
+            result["confusion"] = {"labels": labels, "matrix": matrix.tolist()}
     return result

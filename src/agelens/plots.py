@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from numpy.typing import NDArray  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from numpy.typing import NDArray
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
@@ -28,7 +28,9 @@ def plot_curves(history: Sequence[dict[str, float]], path: Path, task: str) -> P
     loss_axis.plot(epochs, [row["val_loss"] for row in history], "o-", label="val")
     loss_axis.set(xlabel="epoch", ylabel="loss", title="Loss")
     loss_axis.legend()
-    key, title = ("val_mae", "Val MAE (years)") if task == "age" else ("val_accuracy", "Val accuracy")
+    key, title = (
+        ("val_mae", "Val MAE (years)") if task == "age" else ("val_accuracy", "Val accuracy")
+    )
     metric_axis.plot(epochs, [row.get(key, np.nan) for row in history], "o-", color="C2")
     metric_axis.set(xlabel="epoch", title=title)
     return _save(figure, path)
@@ -44,10 +46,22 @@ def plot_confusion(
     axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (row, column), count in np.ndenumerate(matrix):
         colour = "white" if shares[row, column] > 0.6 else "black"
-        axis.text(column, row, f"{count}\n{shares[row, column]:.0%}", ha="center", va="center",
-                  fontsize=8, color=colour)
-    axis.set(xticks=range(len(labels)), yticks=range(len(labels)), xlabel="predicted",
-             ylabel="true", title=title)
+        axis.text(
+            column,
+            row,
+            f"{count}\n{shares[row, column]:.0%}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color=colour,
+        )
+    axis.set(
+        xticks=range(len(labels)),
+        yticks=range(len(labels)),
+        xlabel="predicted",
+        ylabel="true",
+        title=title,
+    )
     axis.set_xticklabels(labels, rotation=45, ha="right")
     axis.set_yticklabels(labels)
     return _save(figure, path)
@@ -66,29 +80,42 @@ def plot_gate_tradeoff(
     axis.plot(minor_pass, adult_pass, "-", color="C0")
     for buffer, x, y in zip(buffers, minor_pass, adult_pass, strict=True):
         if float(buffer).is_integer() and int(buffer) % 2 == 0:
-            axis.annotate(f"+{buffer:g}", (x, y), fontsize=7, textcoords="offset points",
-                          xytext=(3, -8))
+            axis.annotate(
+                f"+{buffer:g}", (x, y), fontsize=7, textcoords="offset points", xytext=(3, -8)
+            )
     if chosen is not None:
         index = int(np.argmin(np.abs(buffers - chosen)))
-        axis.plot(minor_pass[index], adult_pass[index], "o", color="C3",
-                  label=f"policy: pass at {over + chosen:g}+")
+        axis.plot(
+            minor_pass[index],
+            adult_pass[index],
+            "o",
+            color="C3",
+            label=f"policy: pass at {over + chosen:g}+",
+        )
         axis.legend(loc="lower right")
     axis.axvline(0.02, color="grey", linestyle=":", linewidth=1)
-    axis.set(xlabel="13-17-year-olds who pass", ylabel="people aged 25+ who pass",
-             title=f"Gate over {over:g}: buffer trade-off", xlim=(0, 1), ylim=(0, 1.01))
+    axis.set(
+        xlabel="13-17-year-olds who pass",
+        ylabel="people aged 25+ who pass",
+        title=f"Gate over {over:g}: buffer trade-off",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     return _save(figure, path)
 
 
-def plot_histogram(values: Sequence[float], path: Path, title: str, xlabel: str,
-                   bins: int | Sequence[float] = 40) -> Path:
+def plot_histogram(
+    values: Sequence[float], path: Path, title: str, xlabel: str, bins: int | Sequence[float] = 40
+) -> Path:
     figure, axis = plt.subplots(figsize=(5.5, 3.5))
     axis.hist(values, bins=bins, color="C0")
     axis.set(title=title, xlabel=xlabel, ylabel="images")
     return _save(figure, path)
 
 
-def plot_bars(labels: Sequence[str], values: Sequence[float], path: Path, title: str,
-              ylabel: str) -> Path:
+def plot_bars(
+    labels: Sequence[str], values: Sequence[float], path: Path, title: str, ylabel: str
+) -> Path:
     figure, axis = plt.subplots(figsize=(max(4.0, 0.7 * len(labels) + 2), 3.5))
     axis.bar(range(len(labels)), values, color="C0")
     axis.set_xticks(range(len(labels)))
@@ -97,8 +124,13 @@ def plot_bars(labels: Sequence[str], values: Sequence[float], path: Path, title:
     return _save(figure, path)
 
 
-def save_grid(images: Sequence[NDArray[np.uint8]], captions: Sequence[str], path: Path,
-              title: str, columns: int = 8) -> Path:
+def save_grid(
+    images: Sequence[NDArray[np.uint8]],
+    captions: Sequence[str],
+    path: Path,
+    title: str,
+    columns: int = 8,
+) -> Path:
     """Faces in a grid with a caption under each."""
     rows = max(1, -(-len(images) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.55), squeeze=False)

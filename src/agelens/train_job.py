@@ -157,7 +157,9 @@ def _fit_on_val_and_score(
         numbers: dict[str, float] = {"n": len(data.ages)}
         if known.any():
             errors = np.abs(p[known] @ values.numpy() - data.ages[known])
-            numbers.update(mae=round(float(errors.mean()), 4), cs5=round(float((errors <= 5).mean()), 4))
+            numbers.update(
+                mae=round(float(errors.mean()), 4), cs5=round(float((errors <= 5).mean()), 4)
+            )
         if scheme is not None and (data.groups >= 0).any():
             predicted = (p @ scheme.membership(np.asarray(ages))).argmax(axis=1)
             valid = data.groups >= 0
@@ -213,7 +215,8 @@ def _manifest(
         "groups": None if options.scheme is None else options.scheme.name,
         "license": {
             "spdx": "LicenseRef-research-only" if research else "LicenseRef-training-data",
-            "attribution": f"Base network: {base['license'].get('attribution', base['name'])} (CC0)",
+            "attribution": "Base network: "
+            + f"{base['license'].get('attribution', base['name'])} (CC0)",
             "source": f"trained with AgeLens on {dataset.kind}",
             "research_only": research,
             "note": (

@@ -140,7 +140,10 @@ class Objective:
     """The task's loss, and its validation score (lower is better) on probabilities."""
 
     def __init__(
-        self, config: TrainConfig, class_ages: list[float], scheme: GroupScheme | None,
+        self,
+        config: TrainConfig,
+        class_ages: list[float],
+        scheme: GroupScheme | None,
         group_weights: torch.Tensor | None,
     ) -> None:
         self.config = config
@@ -170,7 +173,9 @@ class Objective:
         masked = log_p.unsqueeze(2) + torch.log(self.membership.clamp_min(1e-30)).unsqueeze(0)
         return torch.logsumexp(masked, dim=1)
 
-    def score(self, probabilities: torch.Tensor, ages: torch.Tensor, groups: torch.Tensor) -> dict[str, float]:
+    def score(
+        self, probabilities: torch.Tensor, ages: torch.Tensor, groups: torch.Tensor
+    ) -> dict[str, float]:
         if self.config.task == "groups":
             assert self.membership is not None
             predicted = (probabilities @ self.membership).argmax(dim=1)
@@ -203,7 +208,9 @@ def train(
     weights = _group_weights(train_set.groups, scheme) if config.class_weights else None
     objective = Objective(config, class_ages, scheme, weights)
     if config.mode == "head":
-        history, best_epoch = _train_head(net, train_set, val_set, normalise, objective, generator, on_epoch)
+        history, best_epoch = _train_head(
+            net, train_set, val_set, normalise, objective, generator, on_epoch
+        )
     else:
         history, best_epoch = _finetune(
             net, train_set, val_set, normalise, objective, generator, on_epoch, on_step
@@ -218,12 +225,19 @@ def _group_weights(groups: NDArray[np.int64], scheme: GroupScheme | None) -> tor
     if scheme is None:
         raise ValueError("class weights need a group scheme")
     counts = np.bincount(groups[groups >= 0], minlength=len(scheme.labels)).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / np.count_nonzero(counts), 0)
+    weights = np.where(
+        counts > 0, counts.sum() / np.maximum(counts, 1) / np.count_nonzero(counts), 0
+    )
     return torch.tensor(weights, dtype=torch.float32)
 
 
 def predict_probabilities(
-    net: AgeNet, chips: NDArray[np.uint8], normalise: Normalise, *, flip: bool = False, batch: int = 256
+    net: AgeNet,
+    chips: NDArray[np.uint8],
+    normalise: Normalise,
+    *,
+    flip: bool = False,
+    batch: int = 256,
 ) -> torch.Tensor:
     """Softmax outputs for uint8 chips, in evaluation mode, optionally averaged with the mirror."""
     net.eval()
@@ -238,7 +252,9 @@ def predict_probabilities(
     return torch.cat(outputs)
 
 
-def _evaluate(net: AgeNet, data: LabelledChips, normalise: Normalise, objective: Objective) -> dict[str, float]:
+def _evaluate(
+    net: AgeNet, data: LabelledChips, normalise: Normalise, objective: Objective
+) -> dict[str, float]:
     probabilities = predict_probabilities(net, data.chips, normalise)
     ages, groups = torch.from_numpy(data.ages), torch.from_numpy(data.groups)
     with torch.inference_mode():
@@ -270,8 +286,9 @@ def _finetune(
     warmup = min(steps_per_epoch, total // 10 + 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser,
-        lambda step: min(1.0, (step + 1) / warmup)
-        * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)),
+        lambda step: (
+            min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        ),
     )
     chips = torch.from_numpy(train_set.chips)
     ages, groups = torch.from_numpy(train_set.ages), torch.from_numpy(train_set.groups)
@@ -292,17 +309,24 @@ def _finetune(
             loss.backward()
             optimiser.step()
             scheduler.step()
-            running += float(loss) * len(index)
+            running += loss.item() * len(index)
             seen += len(index)
             if on_step:
                 on_step(step + 1, steps_per_epoch)
         row = {"epoch": epoch, "train_loss": running / seen}
-        row.update({f"val_{k}": v for k, v in _evaluate(net, val_set, normalise, objective).items()})
+        row.update(
+            {f"val_{k}": v for k, v in _evaluate(net, val_set, normalise, objective).items()}
+        )
         history.append(row)
         if on_epoch:
             on_epoch(row)
         if row["val_score"] < best_score:
-            best_score, best_state, best_epoch, waited = row["val_score"], copy.deepcopy(net.state_dict()), epoch, 0
+            best_score, best_state, best_epoch, waited = (
+                row["val_score"],
+                copy.deepcopy(net.state_dict()),
+                epoch,
+                0,
+            )
         else:
             waited += 1
             if waited >= config.patience:
@@ -330,7 +354,9 @@ def _train_head(
     train_groups = torch.from_numpy(train_set.groups).repeat(2)
     val_ages, val_groups = torch.from_numpy(val_set.ages), torch.from_numpy(val_set.groups)
     head = net.head
-    optimiser = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimiser = torch.optim.AdamW(
+        head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     history: list[dict[str, float]] = []
     best_score, best_state, best_epoch, waited = math.inf, None, 0, 0
     for epoch in range(1, config.epochs + 1):
@@ -343,17 +369,26 @@ def _train_head(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            running += float(loss) * len(index)
+            running += loss.item() * len(index)
         with torch.inference_mode():
             probabilities = torch.softmax(head(val_features), dim=1)
-            val_loss = float(objective.loss(torch.log(probabilities.clamp_min(1e-12)), val_ages, val_groups))
+            val_loss = float(
+                objective.loss(torch.log(probabilities.clamp_min(1e-12)), val_ages, val_groups)
+            )
         row = {"epoch": epoch, "train_loss": running / len(order), "val_loss": val_loss}
-        row.update({f"val_{k}": v for k, v in objective.score(probabilities, val_ages, val_groups).items()})
+        row.update(
+            {f"val_{k}": v for k, v in objective.score(probabilities, val_ages, val_groups).items()}
+        )
         history.append(row)
         if on_epoch:
             on_epoch(row)
         if row["val_score"] < best_score:
-            best_score, best_state, best_epoch, waited = row["val_score"], copy.deepcopy(head.state_dict()), epoch, 0
+            best_score, best_state, best_epoch, waited = (
+                row["val_score"],
+                copy.deepcopy(head.state_dict()),
+                epoch,
+                0,
+            )
         else:
             waited += 1
             if waited >= config.patience:
@@ -363,7 +398,9 @@ def _train_head(
     return history, best_epoch
 
 
-def _features(net: AgeNet, chips: NDArray[np.uint8], normalise: Normalise, *, mirror: bool) -> torch.Tensor:
+def _features(
+    net: AgeNet, chips: NDArray[np.uint8], normalise: Normalise, *, mirror: bool
+) -> torch.Tensor:
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(chips), 256):

@@ -185,15 +185,21 @@ def create_app(
         request: Request,
         over: Annotated[float, Query(ge=0, le=120, description="the age threshold")] = 18,
         buffer: Annotated[
-            float, Query(ge=0, le=50, description="policy buffer on top (Challenge 25: 7)")
-        ] = 7,
+            float | None,
+            Query(
+                ge=0,
+                le=50,
+                description="policy buffer [the model's fitted buffer, else Challenge 25's 7]",
+            ),
+        ] = None,
         groups: GroupsQuery = IMFDB.name,
         annotate: AnnotateQuery = False,
     ) -> dict[str, Any]:
         """Pass, or refer to an ID check: a face passes when its age reaches over + buffer."""
 
         def respond(estimator: AgeEstimator, image: RGBImage, faces: list[Face]) -> dict[str, Any]:
-            gated = estimator.over(faces, over, buffer)
+            chosen = estimator.bundle.gate_buffer(over) if buffer is None else buffer
+            gated = estimator.over(faces, over, chosen)
             return {
                 **_response(image, faces, False, annotate),
                 "decision": gated.decision.value,

@@ -1,0 +1,54 @@
+"""What every ``agelens`` command shares: consoles, options, errors and progress bars."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+PROGRESS_FROM = 8
+
+ModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Bundle name (see `agelens models`) or folder.")
+]
+GroupsOption = Annotated[
+    str,
+    typer.Option(help="Group scheme: imfdb, decades, utk5, or lower edges such as 13,31,51."),
+]
+AlignedOption = Annotated[
+    bool, typer.Option("--aligned", help="Inputs are aligned face crops: skip detection.")
+]
+TtaOption = Annotated[
+    bool | None,
+    typer.Option("--tta/--no-tta", help="Horizontal-flip test-time augmentation [bundle default]."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+DataOption = Annotated[
+    str,
+    typer.Option(
+        help="utkface:DIR, imfdb:DIR (with train.csv), csv:FILE, or folder:DIR (one per class)."
+    ),
+]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``message`` as an error; raise the returned exit to stop with ``code``."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def progress_bar(total: int) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=total < PROGRESS_FROM or not err.is_terminal,
+        transient=True,
+    )

@@ -1,0 +1,179 @@
+"""The ``agelens`` commands for your own data: eda, train, calibrate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from functools import partial
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from agelens import calibration
+from agelens.bundles import DEFAULT_BUNDLE
+from agelens.cli_common import (
+    AlignedOption,
+    DataOption,
+    GroupsOption,
+    JsonOption,
+    ModelOption,
+    err,
+    fail,
+    out,
+    progress_bar,
+)
+from agelens.datasets import read_dataset, select_split, unique_samples
+from agelens.errors import AgeLensError
+from agelens.estimator import AgeEstimator
+from agelens.evaluation import predict_samples
+from agelens.gate import choose_buffer
+from agelens.groups import resolve_scheme
+
+
+def eda(
+    data: DataOption,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the plots and index.html.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Look at a dataset before training: sizes, grey share, brightness, labels, duplicates."""
+    try:
+        from agelens.eda import run_eda
+    except ImportError as error:
+        raise fail("eda needs the train extras: pip install 'agelens[train]'", 2) from error
+
+    try:
+        dataset = read_dataset(data)
+        unique = unique_samples(dataset)
+    except AgeLensError as error:
+        raise fail(str(error), 2) from error
+    with progress_bar(len(unique)) as progress:
+        task = progress.add_task("Reading images", total=len(unique))
+        summary = run_eda(dataset, unique, out_dir, on_progress=partial(progress.advance, task))
+    if as_json:
+        out.print_json(json.dumps(summary))
+    else:
+        out.print(
+            f"{summary['images']} distinct images, {summary['duplicates']} duplicates, "
+            f"{len(summary['malformed'])} malformed, {summary['grey_share']:.1%} grey; "
+            f"classes {summary['classes']}"
+        )
+    err.print(f"report: {out_dir / 'index.html'}")
+
+
+def train(
+    data: DataOption,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the trained bundle.")],
+    task: Annotated[
+        str, typer.Option(help="age (years, DLDL-v2 loss) or groups (cross-entropy on groups).")
+    ] = "age",
+    groups: GroupsOption = "imfdb",
+    mode: Annotated[
+        str, typer.Option(help="head (frozen features, minutes) or finetune (every layer).")
+    ] = "finetune",
+    epochs: Annotated[int, typer.Option(min=1, help="Most epochs; early stopping on val.")] = 12,
+    size: Annotated[int, typer.Option(min=32, help="Chip size in pixels.")] = 64,
+    learning_rate: Annotated[float, typer.Option(help="Head learning rate.")] = 1e-3,
+    backbone_lr_ratio: Annotated[
+        float, typer.Option(help="Backbone learning rate as a share of the head's.")
+    ] = 0.3,
+    class_weights: Annotated[
+        bool, typer.Option("--class-weights", help="Weight groups by inverse frequency.")
+    ] = False,
+    augment: Annotated[
+        bool, typer.Option("--augment/--no-augment", help="Flip, shift, scale, light, grey.")
+    ] = True,
+    patience: Annotated[int, typer.Option(help="Epochs without val gain before stopping.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation order and augmentation.")] = 0,
+    base: ModelOption = DEFAULT_BUNDLE,
+    photos: Annotated[
+        bool, typer.Option("--photos", help="Images are photos: detect the largest face.")
+    ] = False,
+    cache: Annotated[Path | None, typer.Option(help="Chip cache folder.")] = None,
+) -> None:
+    """Train an age model on your data, from the bundled network; writes a calibrated bundle."""
+    try:
+        from agelens.train_job import JobOptions, run
+        from agelens.training import TrainConfig
+    except ImportError as error:
+        raise fail("training needs its extras: pip install 'agelens[train]'", 2) from error
+    if task not in ("age", "groups") or mode not in ("head", "finetune"):
+        raise fail("--task is age or groups; --mode is head or finetune", 2)
+    try:
+        scheme = resolve_scheme(groups)
+    except ValueError as error:
+        raise fail(str(error), 2) from error
+    config = TrainConfig(
+        task=task,  # type: ignore[arg-type]
+        mode=mode,  # type: ignore[arg-type]
+        epochs=epochs,
+        learning_rate=learning_rate,
+        backbone_lr_ratio=backbone_lr_ratio,
+        class_weights=class_weights,
+        augment=augment,
+        patience=patience,
+        seed=seed,
+    )
+    options = JobOptions(
+        data, out_dir, config, scheme, base, size, aligned=not photos, cache_dir=cache
+    )
+
+    def report_epoch(row: dict[str, float]) -> None:
+        numbers = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+        err.print(f"epoch {row['epoch']:.0f}: {numbers}", highlight=False)
+
+    try:
+        manifest = run(options, on_epoch=report_epoch, show_progress=err.is_terminal)
+    except AgeLensError as error:
+        raise fail(str(error), 2) from error
+    metrics = manifest["metrics"]
+    out.print_json(json.dumps({"bundle": str(out_dir), "metrics": metrics}))
+
+
+def calibrate(
+    data: DataOption,
+    model: ModelOption = DEFAULT_BUNDLE,
+    split: Annotated[str, typer.Option(help="Split to calibrate on (content-hash).")] = "val",
+    aligned: AlignedOption = False,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the calibrated manifest here [the bundle's folder]."),
+    ] = None,
+) -> None:
+    """Fit conformal 90% intervals and the gate buffer of a bundle on labelled ages."""
+    try:
+        estimator = AgeEstimator(model, interval_level=0.9)
+        samples = [s for s in select_split(read_dataset(data), split) if s.age is not None]  # type: ignore[arg-type]
+    except (AgeLensError, ValueError) as error:
+        raise fail(str(error), 2) from error
+    if len(samples) < 20:
+        raise fail(f"calibration needs at least 20 faces with ages, {data} has {len(samples)}", 2)
+    with progress_bar(len(samples)) as progress:
+        task = progress.add_task("Calibrating", total=len(samples))
+        predictions = list(
+            predict_samples(
+                estimator,
+                samples,
+                aligned=aligned,
+                distribution=True,
+                on_progress=partial(progress.advance, task),
+            )
+        )
+    distributions = np.stack([p.face.distribution for p in predictions])
+    truth = np.array([p.sample.age for p in predictions], dtype=np.float64)
+    manifest = dict(estimator.bundle.manifest)
+    manifest["calibration"] = {
+        **calibration.fit(distributions, estimator.bundle.ages, truth, split=split),
+        "data": data,
+    }
+    manifest["gate"] = {**choose_buffer(np.array([p.face.age for p in predictions]), truth)}
+    if out_dir is None and "package" in manifest["artifact"]:
+        raise fail("this bundle's weights live in another package: give --out DIR", 2)
+    folder = out_dir or estimator.bundle.model_path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    source = estimator.bundle.model_path
+    if "package" not in manifest["artifact"] and source.parent != folder:
+        shutil.copy2(source, folder / manifest["artifact"]["path"])
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    out.print_json(json.dumps({"calibration": manifest["calibration"], "gate": manifest["gate"]}))
