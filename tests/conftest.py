@@ -27,3 +27,36 @@ def astronaut() -> np.ndarray:
 def grace_hopper_path() -> Path:
     """Grace Hopper at 77, a JPEG file."""
     return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+@pytest.fixture(scope="session")
+def face_dataset(tmp_path_factory, astronaut, grace_hopper_path) -> Path:
+    """A tiny UTKFace-style folder: 90 face crops of two real faces, varied, named by age.
+
+    The two people stand for two ages (the astronaut 42, Grace Hopper 77), and each crop
+    is shifted, scaled, mirrored and lit differently, so a network can learn from them.
+    One name is malformed and one file is a byte-identical copy, as in UTKFace.
+    """
+    from PIL import Image, ImageEnhance
+
+    folder = tmp_path_factory.mktemp("utk")
+    hopper = np.asarray(Image.open(grace_hopper_path).convert("RGB"))
+    faces = {42: (astronaut, (150, 40, 330, 220)), 77: (hopper, (100, 70, 420, 390))}
+    rng = np.random.default_rng(0)
+    for index in range(90):
+        age = (42, 77)[index % 2]
+        image, (x1, y1, x2, y2) = faces[age]
+        side = (x2 - x1) * rng.uniform(0.95, 1.1)
+        cx, cy = (x1 + x2) / 2 + rng.uniform(-8, 8), (y1 + y2) / 2 + rng.uniform(-8, 8)
+        crop = Image.fromarray(image).crop(
+            (int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2))
+        )
+        crop = ImageEnhance.Brightness(crop.resize((96, 96))).enhance(rng.uniform(0.7, 1.3))
+        if index % 3 == 0:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        label = age + int(rng.integers(-3, 4))
+        crop.save(folder / f"{label}_{index % 2}_{index % 5}_2017{index:06d}.jpg.chip.jpg")
+    (folder / "not_a_utkface_name.jpg").write_bytes(b"\xff\xd8")
+    first = sorted(folder.glob("*.chip.jpg"))[0]
+    (folder / "99_0_0_20990101000000.jpg.chip.jpg").write_bytes(first.read_bytes())
+    return folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from agelens import DatasetError
-from agelens.datasets import content_hash, read_dataset, select_split, split_of
+from agelens.datasets import content_hash, read_dataset, select_split, split_of, write_split
 
 
 def make_faces(folder: Path, names: list[str]) -> list[Path]:
@@ -86,3 +87,32 @@ def test_generic_csv(tmp_path: Path):
 def test_bad_specs_are_explained(spec):
     with pytest.raises(DatasetError):
         read_dataset(spec)
+
+
+def test_folder_per_class(tmp_path: Path):
+    make_faces(tmp_path / "YOUNG", ["a.jpg", "b.png"])
+    make_faces(tmp_path / "OLD", ["c.jpg"])
+    (tmp_path / "OLD" / "notes.txt").write_text("not an image")
+    dataset = read_dataset(f"folder:{tmp_path}")
+    assert sorted((s.path.name, s.group) for s in dataset.samples) == [
+        ("a.jpg", "YOUNG"),
+        ("b.png", "YOUNG"),
+        ("c.jpg", "OLD"),
+    ]
+    assert dataset.malformed == ["OLD/notes.txt"]
+
+
+def test_split_file_names_every_distinct_file_once(tmp_path: Path):
+    paths = make_faces(
+        tmp_path / "data", [f"{20 + i}_0_0_2017{i:04d}.jpg.chip.jpg" for i in range(30)]
+    )
+    shutil.copy(paths[0], tmp_path / "data" / "50_1_1_20990000.jpg.chip.jpg")
+    dataset = read_dataset(f"utkface:{tmp_path / 'data'}")
+    counts = write_split(dataset, tmp_path / "split.json")
+    record = json.loads((tmp_path / "split.json").read_text())
+    assert record["duplicates_dropped"] == 1 and sum(counts.values()) == 30
+    for name, members in record["members"].items():
+        assert len(members) == counts[name]
+        assert all(split_of(digest) == name for digest, _ in members)
+    listed = {path for members in record["members"].values() for _, path in members}
+    assert len(listed) == 30

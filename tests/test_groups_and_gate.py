@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agelens import Decision, GatePolicy, resolve_scheme
+from agelens import Decision, GatePolicy, calibration, resolve_scheme
+from agelens.bundles import CHALLENGE_BUFFER, Bundle, load_bundle
 from agelens.estimates import Face, summarize
+from agelens.gate import choose_buffer, pass_rates
 from agelens.groups import DECADES, IMFDB, UTK5
 
 AGES = [0.25, *range(1, 81)]
@@ -63,3 +65,51 @@ def test_gate_passes_only_above_threshold_plus_buffer():
     assert policy.decide_image([]) is Decision.NO_FACE
     assert policy.decide_image([face_aged(40), face_aged(19)]) is Decision.REFER
     assert policy.decide_image([face_aged(40), face_aged(30)]) is Decision.PASS
+
+
+def _gaussian_rows(means: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
+    ages = np.asarray(AGES)
+    rows = np.exp(-0.5 * ((ages[None] - means[:, None]) / sigmas[:, None]) ** 2)
+    return (rows / rows.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_conformal_intervals_cover_as_promised_on_fresh_data():
+    # A network whose softmax is twice too confident: its raw 90% intervals under-cover.
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        means = rng.uniform(15, 65, n)
+        spread = rng.uniform(2, 8, n)
+        truth = means + rng.normal(0, 1, n) * spread * 2
+        return _gaussian_rows(means, spread), truth
+
+    calibration_rows, calibration_truth = draw(3000)
+    record = calibration.fit(calibration_rows, AGES, calibration_truth)
+    test_rows, test_truth = draw(3000)
+    raw = summarize(test_rows, AGES, IMFDB, level=0.9).intervals
+    calibrated = summarize(test_rows, AGES, IMFDB, level=0.9, calibration_record=record).intervals
+    assert calibration.coverage(raw, test_truth) < 0.8
+    assert 0.88 <= calibration.coverage(calibrated, test_truth) <= 0.92
+    # Without a stored quantile for the level, the distribution's own interval is used.
+    other = summarize(test_rows, AGES, IMFDB, level=0.7, calibration_record=record).intervals
+    assert np.array_equal(other, summarize(test_rows, AGES, IMFDB, level=0.7).intervals)
+
+
+def test_gate_buffer_is_fitted_to_hold_minors_down():
+    rng = np.random.default_rng(2)
+    truth = rng.uniform(10, 70, 5000)
+    estimates = truth + 4 + rng.normal(0, 3, 5000)  # over-estimates by 4 years, like teenagers
+    chosen = choose_buffer(estimates, truth, max_minor_pass=0.02)
+    minors, adults = pass_rates(estimates, truth, 18 + chosen["buffer"])
+    assert minors <= 0.02 < pass_rates(estimates, truth, 18 + chosen["buffer"] - 0.5)[0]
+    assert chosen["val_pass_13_17"] == pytest.approx(minors, abs=1e-4)
+    assert adults > 0.9
+
+
+def test_bundle_gate_buffer_applies_to_its_threshold_only():
+    bundle = load_bundle()
+    fitted = Bundle(
+        "x", {**bundle.manifest, "gate": {"over": 18, "buffer": 11.5}}, bundle.model_path
+    )
+    assert fitted.gate_buffer(18) == 11.5
+    assert fitted.gate_buffer(21) == CHALLENGE_BUFFER

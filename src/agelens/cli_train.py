@@ -147,6 +147,8 @@ def calibrate(
         samples = [s for s in select_split(read_dataset(data), split) if s.age is not None]  # type: ignore[arg-type]
     except (AgeLensError, ValueError) as error:
         raise fail(str(error), 2) from error
+    if out_dir is None and "package" in estimator.bundle.manifest["artifact"]:
+        raise fail("this bundle's weights live in another package: give --out DIR", 2)
     if len(samples) < 20:
         raise fail(f"calibration needs at least 20 faces with ages, {data} has {len(samples)}", 2)
     with progress_bar(len(samples)) as progress:
@@ -168,8 +170,6 @@ def calibrate(
         "data": data,
     }
     manifest["gate"] = {**choose_buffer(np.array([p.face.age for p in predictions]), truth)}
-    if out_dir is None and "package" in manifest["artifact"]:
-        raise fail("this bundle's weights live in another package: give --out DIR", 2)
     folder = out_dir or estimator.bundle.model_path.parent
     folder.mkdir(parents=True, exist_ok=True)
     source = estimator.bundle.model_path

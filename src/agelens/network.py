@@ -11,6 +11,7 @@ the network can be trained at any chip size: it is convolutional up to the globa
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +113,7 @@ def load_onnx_weights(path: Path) -> AgeNet:
     with torch.no_grad():
         for conv, number in zip(convs, _CONVS, strict=True):
             weight, bias = (arrays[name] for name in nodes[f"layer_{number}_conv"].input[1:3])
-            conv.weight.copy_(torch.from_numpy(weight))
+            conv.weight.copy_(torch.from_numpy(weight.copy()))
             conv.bias.copy_(torch.from_numpy(bias))
         for affine, number in zip(affines, _AFFINES, strict=True):
             scale = arrays[nodes[f"layer_{number}_affine_scale"].input[1]]
@@ -146,13 +147,16 @@ def export_onnx(net: AgeNet, path: Path, size: int) -> None:
     """Write ``net`` as an ONNX graph with input ``images`` and output ``probabilities``."""
     net.eval()
     example = torch.zeros(1, 3, size, size)
-    torch.onnx.export(
-        WithSoftmax(net),
-        (example,),
-        str(path),
-        input_names=["images"],
-        output_names=["probabilities"],
-        dynamic_axes={"images": {0: "N"}, "probabilities": {0: "N"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # The exporter notes that it cannot fold the shortcut's channel padding; harmless.
+        warnings.simplefilter("ignore", UserWarning)
+        torch.onnx.export(
+            WithSoftmax(net),
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=["probabilities"],
+            dynamic_axes={"images": {0: "N"}, "probabilities": {0: "N"}},
+            opset_version=17,
+            dynamo=False,
+        )

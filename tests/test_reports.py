@@ -1,0 +1,149 @@
+"""The commands for your own data: eda, evaluate --report, calibrate, on a tiny dataset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from typer.testing import CliRunner
+
+from agelens.bundles import load_bundle
+from agelens.cli import app
+
+runner = CliRunner()
+
+
+def test_eda_writes_plots_json_and_html(face_dataset, tmp_path):
+    result = runner.invoke(
+        app, ["eda", "--data", f"utkface:{face_dataset}", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "eda.json").read_text())
+    assert summary["images"] == 90 and summary["duplicates"] == 1
+    assert summary["malformed"] == ["not_a_utkface_name.jpg"]
+    assert summary["width"]["median"] == 96 and 0.0 <= summary["grey_share"] < 0.1
+    assert set(summary["classes"]) == {"31-40", "41-50", "61+"}
+    for name in ("sizes", "colour", "brightness", "contrast", "ages", "classes", "samples"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000, name
+    page = (tmp_path / "index.html").read_text()
+    assert "samples.png" in page and "not_a_utkface_name.jpg" in page
+
+
+def test_eda_counts_grey_images(tmp_path, face_dataset):
+    from PIL import Image
+
+    folder = tmp_path / "data"
+    (folder / "OLD").mkdir(parents=True)
+    for index, path in enumerate(sorted(face_dataset.glob("*.chip.jpg"))[:10]):
+        image = Image.open(path)
+        (image.convert("L") if index < 4 else image).save(folder / "OLD" / f"{index}.png")
+    result = runner.invoke(
+        app, ["eda", "--data", f"folder:{folder}", "--out", str(tmp_path / "r"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "eda.json").read_text())["grey_share"] == 0.4
+
+
+def test_evaluate_report_compares_models(face_dataset, tmp_path):
+    report = tmp_path / "report"
+    second = tmp_path / "second"
+    second.mkdir()
+    manifest = dict(load_bundle().manifest, name="cydral-copy")
+    manifest["gate"] = {"over": 18, "buffer": 3.0}
+    (second / "manifest.json").write_text(json.dumps(manifest))
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--data",
+            f"utkface:{face_dataset}",
+            "--split",
+            "all",
+            "--aligned",
+            "--model",
+            "cydral-v1",
+            "--model",
+            str(second),
+            "--report",
+            str(report),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [line["model"] for line in lines] == ["cydral-v1", "cydral-copy"]
+    first = lines[0]
+    assert first["n"] == 90 and 0 <= first["coverage90"] <= 1
+    assert first["gate"]["buffer"] == 7.0 and lines[1]["gate"]["buffer"] == 3.0
+    assert set(first["gate"]) >= {"over", "pass_13_17", "pass_25_plus"}
+    assert set(first["by_gender"]["groups"]) == {"male", "female"} and "gap" in first["by_race"]
+    assert sum(map(sum, first["confusion"]["matrix"])) == 90
+    assert json.loads((report / "metrics.json").read_text())[1]["model"] == "cydral-copy"
+    page = (report / "index.html").read_text()
+    assert "Comparison" in page and "cydral-copy" in page
+    for suffix in ("confusion", "bands", "gate", "most-wrong"):
+        assert (report / f"cydral-v1-{suffix}.png").is_file(), suffix
+
+
+def test_calibrate_writes_intervals_and_gate_into_a_copy(face_dataset, tmp_path):
+    out = tmp_path / "calibrated"
+    result = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--data",
+            f"utkface:{face_dataset}",
+            "--split",
+            "all",
+            "--aligned",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["calibration"]["n"] == 90 and set(manifest["calibration"]["quantiles"]) >= {
+        "0.9"
+    }
+    assert manifest["gate"]["over"] == 18 and manifest["gate"]["buffer"] >= 0
+    calibrated = load_bundle(out)
+    assert calibrated.model_path == load_bundle().model_path
+
+
+def test_calibrate_will_not_write_into_another_package(face_dataset):
+    result = runner.invoke(app, ["calibrate", "--data", f"utkface:{face_dataset}", "--aligned"])
+    assert result.exit_code == 2 and "--out" in result.output
+
+
+def test_train_needs_a_known_task(face_dataset, tmp_path):
+    result = runner.invoke(
+        app, ["train", "--data", f"utkface:{face_dataset}", "--out", str(tmp_path), "--task", "x"]
+    )
+    assert result.exit_code == 2
+
+
+def test_train_reports_unknown_group_labels(tmp_path, face_dataset):
+    folder = tmp_path / "data"
+    for label in ("KIDS", "ADULTS"):
+        (folder / label).mkdir(parents=True)
+        for path in sorted(face_dataset.glob("*.chip.jpg"))[:30]:
+            shutil.copy(path, folder / label / f"{label}-{path.name}")
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            f"folder:{folder}",
+            "--out",
+            str(tmp_path / "m"),
+            "--task",
+            "groups",
+            "--mode",
+            "head",
+            "--epochs",
+            "1",
+            "--cache",
+            str(tmp_path / "cache"),
+        ],
+    )
+    assert result.exit_code == 2 and "ADULTS" in result.output

@@ -1,0 +1,163 @@
+"""The torch port of the age network, training, export and the training job end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agelens import AgeEstimator
+from agelens.alignment import Aligner
+from agelens.bundles import load_bundle
+from agelens.chips import AlignmentSettings, load_chips
+from agelens.datasets import read_dataset, unique_samples
+from agelens.groups import IMFDB
+from agelens.model import AgeModel
+from agelens.network import export_onnx, load_onnx_weights
+from agelens.train_job import JobOptions, labelled, run, split_rows
+from agelens.training import (
+    Normalise,
+    Objective,
+    TrainConfig,
+    class_ages_for,
+    train,
+    widen_head,
+)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle()
+
+
+@pytest.fixture(scope="module")
+def base_net(bundle):
+    return load_onnx_weights(bundle.model_path)
+
+
+def test_torch_port_matches_onnxruntime(bundle, base_net, astronaut, estimator):
+    chips = np.stack([estimator.aligner.chip(astronaut, (150, 40, 330, 220))[0]] * 2)
+    chips[1] = chips[1, :, ::-1]
+    expected = AgeModel(bundle).distributions(chips, flip=False)
+    with torch.no_grad():
+        got = torch.softmax(
+            base_net(Normalise(bundle.mean, bundle.scale)(torch.from_numpy(chips))), 1
+        )
+    assert np.abs(got.numpy() - expected).max() < 1e-4
+
+
+def test_exported_onnx_gives_the_torch_outputs(tmp_path, bundle, base_net):
+    net = load_onnx_weights(bundle.model_path)
+    widen_head(net, len(class_ages_for(100)))
+    export_onnx(net, tmp_path / "net.onnx", 80)
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "net.onnx"))
+    x = np.random.default_rng(1).normal(size=(3, 3, 80, 80)).astype(np.float32)
+    with torch.no_grad():
+        expected = torch.softmax(net(torch.from_numpy(x)), 1).numpy()
+    (got,) = session.run(None, {"images": x})
+    assert got.shape == (3, 101) and np.abs(got - expected).max() < 1e-5
+
+
+def test_widened_head_keeps_the_base_ages(base_net):
+    net = load_onnx_weights(load_bundle().model_path)
+    widen_head(net, 117)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        old, new = base_net(x), net(x)
+    assert torch.allclose(old, new[:, :81], atol=1e-5)
+    assert (new[:, 81:] < new[:, 80:81]).all()
+
+
+def _chips(face_dataset, size=64):
+    dataset = read_dataset(f"utkface:{face_dataset}")
+    return load_chips(
+        unique_samples(dataset), AlignmentSettings(size, 0.2, "edge"), show_progress=False
+    )
+
+
+def test_two_training_steps_lower_the_loss(face_dataset, bundle, base_net, tmp_path):
+    chips = _chips(face_dataset)
+    data = labelled(chips, list(range(32)), None)
+    normalise = Normalise(bundle.mean, bundle.scale)
+    config = TrainConfig(epochs=2, batch_size=32, augment=False, patience=5, dropout=0.0)
+    reference = base_net
+    widened = load_onnx_weights(bundle.model_path)
+    widen_head(widened, len(class_ages_for(config.max_age)))
+    objective = Objective(config, class_ages_for(config.max_age), None, None)
+
+    def loss_of(net):
+        net.eval()
+        with torch.no_grad():
+            x = normalise(torch.from_numpy(data.chips))
+            return float(
+                objective.loss(net(x), torch.from_numpy(data.ages), torch.from_numpy(data.groups))
+            )
+
+    before = loss_of(widened)
+    result = train(reference, data, data, normalise, config)
+    assert len(result.history) == 2
+    assert loss_of(result.net) < before
+
+
+def test_group_task_with_class_weights_learns_groups(face_dataset, bundle, base_net):
+    chips = _chips(face_dataset)
+    rows = split_rows(chips)
+    train_set = labelled(chips, rows["train"], IMFDB)
+    val_set = labelled(chips, rows["val"] + rows["test"], IMFDB)
+    assert set(train_set.groups) <= {2, 3}  # MIDDLE and OLD
+    config = TrainConfig(task="groups", mode="head", epochs=30, class_weights=True, seed=1)
+    result = train(
+        base_net, train_set, val_set, Normalise(bundle.mean, bundle.scale), config, scheme=IMFDB
+    )
+    assert max(row["val_accuracy"] for row in result.history) >= 0.9
+
+
+def test_chip_cache_is_reused_and_invalidated(face_dataset, tmp_path):
+    dataset = read_dataset(f"utkface:{face_dataset}")
+    items = unique_samples(dataset)
+    settings = AlignmentSettings(48, 0.2, "edge")
+    first = load_chips(items, settings, cache_dir=tmp_path, show_progress=False)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    again = load_chips(items, settings, cache_dir=tmp_path, show_progress=False)
+    assert np.array_equal(first.chips, again.chips) and first.digests == again.digests
+    load_chips(items, AlignmentSettings(48, 0.2, "zero"), cache_dir=tmp_path, show_progress=False)
+    load_chips(items[:-1], settings, cache_dir=tmp_path, show_progress=False)
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+
+
+def test_edge_border_chips_have_no_black_frame(astronaut):
+    tight = np.ascontiguousarray(astronaut[70:200, 180:300])
+    box = (0.0, 0.0, float(tight.shape[1]), float(tight.shape[0]))
+    zero = Aligner(64, 0.2, "zero").chip(tight, box)[0]
+    edge, landmarks = Aligner(64, 0.2, "edge").chip(tight, box)
+
+    def black_share(chip):
+        return float((chip.max(axis=2) == 0).mean())
+
+    assert black_share(zero) > 0.05 > 0.02 > black_share(edge)
+    assert all(0 <= x <= tight.shape[1] and 0 <= y <= tight.shape[0] for x, y in landmarks)
+
+
+def test_training_job_writes_a_bundle_the_estimator_loads(face_dataset, tmp_path, astronaut):
+    out = tmp_path / "model"
+    config = TrainConfig(mode="head", epochs=3, max_age=100)
+    manifest = run(
+        JobOptions(f"utkface:{face_dataset}", out, config, IMFDB, cache_dir=tmp_path / "cache"),
+        show_progress=False,
+    )
+    for name in ("model.onnx", "manifest.json", "split.json", "history.json", "curves.png"):
+        assert (out / name).is_file(), name
+    split = json.loads((out / "split.json").read_text())
+    assert split["duplicates_dropped"] == 1 and split["malformed"] == ["not_a_utkface_name.jpg"]
+    assert sum(split["counts"].values()) == 90
+    assert manifest["license"]["research_only"] is True
+    assert manifest["alignment"]["border"] == "edge"
+    assert manifest["training"]["split"]["counts"] == split["counts"]
+    assert len(manifest["output"]["ages"]) == 101
+    estimator = AgeEstimator(str(out))
+    (face,) = estimator.estimate(astronaut)
+    assert 0 <= face.interval[0] <= face.age <= face.interval[1] <= 100
