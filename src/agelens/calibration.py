@@ -1,11 +1,17 @@
 """Calibrated age intervals by split conformal prediction, scaled by each face's own spread.
 
-For each validation face the score is ``|true age - expected age| / spread``, with
-the spread the standard deviation of the predicted distribution. The interval at
-level ``L`` is ``expected age +/- q_L x spread``, where ``q_L`` is the conformal
-quantile of the scores: the ``ceil((n + 1) L)``-th smallest. It covers a fresh
-face with probability at least ``L`` when faces are exchangeable with the
-validation set, and it is wide where the network is unsure, narrow where it is sure.
+For each validation face the score is ``|true age - expected age| / spread``. The
+spread is ``sqrt(sd^2 + floor^2)``, with ``sd`` the standard deviation of the predicted
+distribution. The interval at level ``L`` is ``expected age +/- q_L x spread``, where
+``q_L`` is the conformal quantile of the scores: the ``ceil((n + 1) L)``-th smallest.
+It covers a fresh face with probability at least ``L`` when faces are exchangeable
+with the validation set, and it is wide where the network is unsure, narrow where it
+is sure.
+
+The floor (in years) keeps a network whose softmax is far too sure of itself from
+getting absurd intervals: the bundled network gives some faces an ``sd`` under a
+year and yet errs by ten. It is the value of :data:`FLOORS` whose 90% intervals are
+narrowest on the calibration data.
 """
 
 from __future__ import annotations
@@ -19,7 +25,18 @@ from numpy.typing import NDArray
 
 #: Levels stored in a bundle's calibration; other levels fall back to distribution quantiles.
 LEVELS = (0.5, 0.8, 0.9, 0.95, 0.98)
-METHOD = "split-conformal, scaled by the distribution's standard deviation"
+METHOD = "split-conformal, scaled by sqrt(sd^2 + floor^2) of the predicted distribution"
+FLOORS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+
+
+def spread(sd: NDArray[np.float64], floor: float) -> NDArray[np.float64]:
+    return np.sqrt(sd**2 + floor**2)
+
+
+def _conformal_quantile(scores: NDArray[np.float64], level: float) -> float:
+    ordered = np.sort(scores)
+    rank = min(math.ceil((len(ordered) + 1) * level), len(ordered))
+    return float(ordered[rank - 1])
 
 
 def moments(
@@ -42,16 +59,25 @@ def fit(
     split: str = "val",
 ) -> dict[str, Any]:
     """The calibration record a bundle manifest stores."""
-    mean, spread = moments(distributions, class_ages)
-    scores = np.sort(np.abs(np.asarray(true_ages, dtype=np.float64) - mean) / spread)
-    n = len(scores)
-    if n == 0:
+    mean, sd = moments(distributions, class_ages)
+    errors = np.abs(np.asarray(true_ages, dtype=np.float64) - mean)
+    if len(errors) == 0:
         raise ValueError("calibration needs at least one labelled face")
-    quantiles = {}
-    for level in LEVELS:
-        rank = min(math.ceil((n + 1) * level), n)
-        quantiles[f"{level:g}"] = round(float(scores[rank - 1]), 5)
-    return {"method": METHOD, "split": split, "n": n, "quantiles": quantiles}
+
+    def mean_width(floor: float) -> float:
+        widths = spread(sd, floor)
+        return float((_conformal_quantile(errors / widths, 0.9) * widths).mean())
+
+    floor = min(FLOORS, key=mean_width)
+    scores = errors / spread(sd, floor)
+    quantiles = {f"{level:g}": round(_conformal_quantile(scores, level), 5) for level in LEVELS}
+    return {
+        "method": METHOD,
+        "split": split,
+        "n": len(errors),
+        "floor": floor,
+        "quantiles": quantiles,
+    }
 
 
 def quantile_for(calibration: dict[str, Any] | None, level: float) -> float | None:
@@ -63,12 +89,19 @@ def quantile_for(calibration: dict[str, Any] | None, level: float) -> float | No
 
 
 def intervals(
-    mean: NDArray[np.float64], spread: NDArray[np.float64], multiplier: float, max_age: float
+    distributions: NDArray[np.floating],
+    class_ages: Sequence[float],
+    record: dict[str, Any],
+    level: float,
 ) -> NDArray[np.float64]:
-    """``[N, 2]`` calibrated intervals, clipped to the ages the network covers."""
-    low = np.clip(mean - multiplier * spread, 0.0, max_age)
-    high = np.clip(mean + multiplier * spread, 0.0, max_age)
-    return np.stack([low, high], axis=1)
+    """``[N, 2]`` calibrated intervals at a stored ``level``, clipped to the network's ages."""
+    multiplier = quantile_for(record, level)
+    if multiplier is None:
+        raise ValueError(f"the calibration has no quantile for level {level:g}")
+    mean, sd = moments(distributions, class_ages)
+    half = multiplier * spread(sd, float(record.get("floor", 0.0)))
+    top = float(max(class_ages))
+    return np.stack([np.clip(mean - half, 0.0, top), np.clip(mean + half, 0.0, top)], axis=1)
 
 
 def coverage(interval_rows: NDArray[np.floating], true_ages: NDArray[np.floating]) -> float:

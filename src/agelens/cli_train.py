@@ -24,7 +24,7 @@ from agelens.cli_common import (
     out,
     progress_bar,
 )
-from agelens.datasets import read_dataset, select_split, unique_samples
+from agelens.datasets import read_dataset, select_split, spec_label, unique_samples
 from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
 from agelens.evaluation import predict_samples
@@ -167,7 +167,7 @@ def calibrate(
     manifest = dict(estimator.bundle.manifest)
     manifest["calibration"] = {
         **calibration.fit(distributions, estimator.bundle.ages, truth, split=split),
-        "data": data,
+        "data": spec_label(data),
     }
     manifest["gate"] = {**choose_buffer(np.array([p.face.age for p in predictions]), truth)}
     folder = out_dir or estimator.bundle.model_path.parent

@@ -134,6 +134,12 @@ def read_dataset(spec: str) -> Dataset:
     return _READERS[kind](Path(location).expanduser())
 
 
+def spec_label(spec: str) -> str:
+    """A spec without the folders above the data (``utkface:UTKFace``), for records that travel."""
+    kind, _, location = spec.partition(":")
+    return f"{kind}:{Path(location).name}"
+
+
 def content_hash(path: Path) -> str:
     """sha1 of the file's bytes: the identity used for deduplication and for the split."""
     return hashlib.sha1(path.read_bytes()).hexdigest()

@@ -72,11 +72,10 @@ def summarize(
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     ages = probabilities @ values
     groups = probabilities @ scheme.membership(values).astype(np.float64)
-    multiplier = calibration.quantile_for(calibration_record, level)
-    if multiplier is not None:
-        mean, spread = calibration.moments(probabilities, class_ages)
-        bounds = np.round(calibration.intervals(mean, spread, multiplier, values[-1]), 1)
-        return AgeSummary(ages, bounds, groups)
+    if calibration.quantile_for(calibration_record, level) is not None:
+        assert calibration_record is not None
+        bounds = calibration.intervals(probabilities, class_ages, calibration_record, level)
+        return AgeSummary(ages, np.round(bounds, 1), groups)
     cdf = np.cumsum(probabilities, axis=1)
     tail = (1.0 - level) / 2
     years = np.floor(values)

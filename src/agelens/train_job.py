@@ -21,7 +21,14 @@ import torch
 from agelens import calibration
 from agelens.bundles import DEFAULT_BUNDLE, load_bundle
 from agelens.chips import AlignmentSettings, ChipSet, load_chips
-from agelens.datasets import Dataset, read_dataset, split_of, unique_samples, write_split
+from agelens.datasets import (
+    Dataset,
+    read_dataset,
+    spec_label,
+    split_of,
+    unique_samples,
+    write_split,
+)
 from agelens.errors import DatasetError
 from agelens.gate import choose_buffer
 from agelens.groups import GroupScheme
@@ -180,8 +187,7 @@ def _fit_on_val_and_score(
         extra["calibration"] = record
         test_known = ~np.isnan(sets["test"].ages)
         if test_known.any():
-            mean, spread = calibration.moments(test_p[test_known], ages)
-            bounds = calibration.intervals(mean, spread, record["quantiles"]["0.9"], ages[-1])
+            bounds = calibration.intervals(test_p[test_known], ages, record, 0.9)
             metrics["test"]["coverage90"] = round(
                 calibration.coverage(bounds, sets["test"].ages[test_known]), 4
             )
@@ -227,7 +233,7 @@ def _manifest(
             ),
         },
         "training": {
-            "data": options.data,
+            "data": spec_label(options.data),
             "dataset": dataset.kind,
             "split": {"file": "split.json", "counts": counts, "rule": "sha1 60/20/20"},
             "duplicates_dropped": dataset.duplicates,
