@@ -53,6 +53,7 @@ class TrainConfig:
     class_weights: bool = False
     augment: bool = True
     patience: int = 4
+    average_last: int = 3
     seed: int = 0
     max_age: int = 116
 
@@ -104,7 +105,12 @@ class Normalise:
         self.scale = scale
 
     def __call__(self, chips: torch.Tensor) -> torch.Tensor:
-        return (chips.permute(0, 3, 1, 2).float() - self.mean) * self.scale
+        return self.pixels(chips.permute(0, 3, 1, 2).float())
+
+    def pixels(self, batch: torch.Tensor) -> torch.Tensor:
+        """Float NCHW pixels (0-255) -> network input, channels-last (faster on CPU)."""
+        normalised = (batch - self.mean) * self.scale
+        return normalised.contiguous(memory_format=torch.channels_last)
 
 
 def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -202,7 +208,7 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()
     class_ages = class_ages_for(config.max_age)
-    net = copy.deepcopy(base)
+    net = copy.deepcopy(base).to(memory_format=torch.channels_last)
     widen_head(net, len(class_ages))
     net.dropout.p = config.dropout
     weights = _group_weights(train_set.groups, scheme) if config.class_weights else None
@@ -294,6 +300,7 @@ def _finetune(
     ages, groups = torch.from_numpy(train_set.ages), torch.from_numpy(train_set.groups)
     history: list[dict[str, float]] = []
     best_score, best_state, best_epoch, waited = math.inf, None, 0, 0
+    averaged: list[dict[str, torch.Tensor]] = []
     for epoch in range(1, config.epochs + 1):
         net.train()
         order = torch.randperm(len(chips), generator=generator)
@@ -303,7 +310,7 @@ def _finetune(
             pixels = chips[index].permute(0, 3, 1, 2).float()
             if config.augment:
                 pixels = augment(pixels, generator)
-            x = normalise.scale * (pixels - normalise.mean)
+            x = normalise.pixels(pixels)
             loss = objective.loss(net(x), ages[index], groups[index])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -329,8 +336,22 @@ def _finetune(
             )
         else:
             waited += 1
-            if waited >= config.patience:
-                break
+        if epoch > config.epochs - config.average_last:
+            averaged.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        if waited >= config.patience:
+            break
+    if len(averaged) > 1:
+        # The last epochs' weights, averaged (no batch norm to re-estimate in this network).
+        net.load_state_dict({k: sum(s[k] for s in averaged) / len(averaged) for k in averaged[0]})
+        row = {"epoch": len(history) + 1, "averaged_epochs": len(averaged)}
+        row.update(
+            {f"val_{k}": v for k, v in _evaluate(net, val_set, normalise, objective).items()}
+        )
+        if on_epoch:
+            on_epoch(row)
+        if row["val_score"] < best_score:
+            history.append({**row, "train_loss": history[-1]["train_loss"]})
+            return history, row["epoch"]
     if best_state is not None:
         net.load_state_dict(best_state)
     return history, best_epoch

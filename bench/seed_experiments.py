@@ -1,0 +1,150 @@
+"""The seed projects' experiments, reproduced with ``agelens train`` and ``agelens evaluate``.
+
+(a) YOUNG/MIDDLE/OLD on the Indian-actors set (imfdb), (b) decades on UTKFace,
+(c) five balanced bins (utk5) on UTKFace, (d) exact age on UTKFace. Each trained
+model is scored on its dataset's held-out test split (content-hash dedup, sha1
+60/20/20) next to the default model's zero-shot groups. Two cross-dataset checks
+guard the UTKFace age model: the imfdb test split (other people, other cropping)
+and UTKFace test crops padded into larger "photos" so the face detector frames them.
+
+Trained bundles go to --models (reused when present); results to --out as JSON.
+
+    python bench/seed_experiments.py --data ../shared/data --models models-trained \
+        --out bench/results/seed_experiments.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from agelens import load_image
+from agelens.datasets import read_dataset, select_split
+
+#: name -> (dataset, task, groups, train options)
+EXPERIMENTS: dict[str, tuple[str, str, str, list[str]]] = {
+    "a-imfdb-3class": (
+        "imfdb",
+        "groups",
+        "imfdb",
+        ["--mode", "finetune", "--class-weights", "--epochs", "10", "--size", "64"],
+    ),
+    "b-utk-decades": ("utkface", "groups", "decades", ["--mode", "head", "--epochs", "40"]),
+    "c-utk-balanced": ("utkface", "groups", "utk5", ["--mode", "head", "--epochs", "40"]),
+    "d-utk-age": ("utkface", "age", "decades", ["--mode", "finetune", "--size", "96"]),
+}
+FOLDERS = {"utkface": "UTKFace", "imfdb": "imfdb-age/train"}
+KEPT = ("model", "n", "no_face", "mae", "cs5", "coverage90", "accuracy", "bias", "gate")
+
+
+def agelens(*arguments: str) -> list[dict[str, Any]]:
+    """Run the CLI; the JSON lines it prints."""
+    done = subprocess.run(
+        [sys.executable, "-m", "agelens", *arguments], check=True, capture_output=True, text=True
+    )
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def evaluate(spec: str, groups: str, models: list[str], *extra: str) -> list[dict[str, Any]]:
+    options = [option for model in models for option in ("--model", model)]
+    rows = agelens("evaluate", "--data", spec, "--groups", groups, *options, *extra, "--json")
+    return [
+        {key: row[key] for key in (*KEPT, "per_band", "by_gender", "by_race") if key in row}
+        for row in rows
+    ]
+
+
+def padded_photos(data: Path, folder: Path) -> Path:
+    """UTKFace test crops padded to 400x400 with their edge pixels, as a CSV dataset."""
+    rows = ["path,age,gender,race"]
+    for index, sample in enumerate(
+        track(select_split(read_dataset(f"utkface:{data}"), "test"), description="photos")
+    ):
+        padded = np.pad(load_image(sample.path), ((100, 100), (100, 100), (0, 0)), mode="edge")
+        Image.fromarray(padded).save(folder / f"{index:05d}.jpg", quality=95)
+        rows.append(f"{index:05d}.jpg,{sample.age:g},{sample.gender},{sample.race}")
+    (folder / "photos.csv").write_text("\n".join(rows) + "\n")
+    return folder / "photos.csv"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--models", type=Path, default=Path("models-trained"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/seed_experiments.json"))
+    parser.add_argument("--only", nargs="*", default=list(EXPERIMENTS))
+    args = parser.parse_args()
+    results: dict[str, Any] = {}
+    for name in args.only:
+        kind, task, groups, options = EXPERIMENTS[name]
+        spec = f"{kind}:{args.data / FOLDERS[kind]}"
+        model = args.models / name
+        if not (model / "manifest.json").is_file():
+            agelens(
+                "train",
+                "--data",
+                spec,
+                "--out",
+                str(model),
+                "--task",
+                task,
+                "--groups",
+                groups,
+                *options,
+            )
+        manifest = json.loads((model / "manifest.json").read_text())
+        rows = evaluate(spec, groups, [str(model), "cydral-v1"], "--aligned")
+        results[name] = {
+            "data": f"{kind} test split (sha1 60/20/20 after dedup)",
+            "task": task,
+            "groups": groups,
+            "training": manifest["training"],
+            "trained": rows[0],
+            "zero_shot_cydral_v1": rows[1],
+        }
+    age_model = args.models / "d-utk-age"
+    if (age_model / "manifest.json").is_file():
+        imfdb = f"imfdb:{args.data / FOLDERS['imfdb']}"
+        results["cross-imfdb"] = evaluate(
+            imfdb, "imfdb", [str(age_model), "cydral-v1"], "--aligned"
+        )
+        with tempfile.TemporaryDirectory() as folder:
+            photos = padded_photos(args.data / FOLDERS["utkface"], Path(folder))
+            results["cross-utk-photos"] = evaluate(
+                f"csv:{photos}", "imfdb", [str(age_model), "cydral-v1"]
+            )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    table = Table(title="Seed experiments (test splits)")
+    for column in ("experiment", "model", "n", "MAE", "CS@5", "accuracy", "coverage90"):
+        table.add_column(column)
+    for name, entry in results.items():
+        rows = (
+            entry if isinstance(entry, list) else [entry["trained"], entry["zero_shot_cydral_v1"]]
+        )
+        for row in rows:
+            table.add_row(
+                name,
+                row["model"],
+                str(row["n"]),
+                *(
+                    f"{row[key]:.4g}" if key in row else "-"
+                    for key in ("mae", "cs5", "accuracy", "coverage90")
+                ),
+            )
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
