@@ -161,3 +161,15 @@ def test_training_job_writes_a_bundle_the_estimator_loads(face_dataset, tmp_path
     estimator = AgeEstimator(str(out))
     (face,) = estimator.estimate(astronaut)
     assert 0 <= face.interval[0] <= face.age <= face.interval[1] <= 100
+
+
+def test_an_exported_bundle_reads_back_as_the_same_network(tmp_path, bundle):
+    net = load_onnx_weights(bundle.model_path)
+    widen_head(net, 90)
+    with torch.no_grad():
+        net.head.bias += torch.linspace(0, 1, 90)
+    export_onnx(net, tmp_path / "net.onnx", 64)
+    again = load_onnx_weights(tmp_path / "net.onnx")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(x), again.eval()(x), atol=1e-5)

@@ -100,12 +100,18 @@ _AFFINES = ["51", "46", "43", "38", "35", "27", "24", "19", "16", "8", "5"]
 
 
 def load_onnx_weights(path: Path) -> AgeNet:
-    """An :class:`AgeNet` holding the weights of the bundled ONNX age network."""
+    """An :class:`AgeNet` holding the weights of an ONNX age network.
+
+    Reads the bundled dlib network and the bundles AgeLens exports (whose weights keep
+    their torch names), so a trained bundle can be the base of further training.
+    """
     try:
         graph = onnx.load(str(path)).graph
     except Exception as error:  # onnx raises several unrelated types for a bad file
         raise ModelError(f"{path}: not a readable ONNX model ({error})") from error
     arrays = {item.name: numpy_helper.to_array(item) for item in graph.initializer}
+    if _EXPORTED_HEAD in arrays:
+        return _from_exported(arrays)
     nodes = {node.name: node for node in graph.node}
     net = AgeNet(classes=_head_classes(nodes, arrays))
     convs = [net.stem] + [c for b in net.blocks for c in (b.conv1, b.conv2)]
@@ -126,10 +132,22 @@ def load_onnx_weights(path: Path) -> AgeNet:
     return net
 
 
+def _from_exported(arrays: dict[str, np.ndarray]) -> AgeNet:
+    net = AgeNet(classes=int(arrays[_EXPORTED_HEAD].shape[0]))
+    prefix = _EXPORTED_HEAD.removesuffix("head.weight")
+    state = {name: torch.from_numpy(arrays[prefix + name].copy()) for name in net.state_dict()}
+    net.load_state_dict(state)
+    return net
+
+
 def _head_classes(nodes: dict[str, onnx.NodeProto], arrays: dict[str, np.ndarray]) -> int:
     if "layer_1_fc" not in nodes:
         raise ModelError("not the dlib ResNet-10 age network: no layer_1_fc in the graph")
     return int(arrays[nodes["layer_1_fc"].input[1]].shape[1])
+
+
+# Where :func:`export_onnx` puts the head's weight, under the wrapper's attribute name.
+_EXPORTED_HEAD = "net.head.weight"
 
 
 class WithSoftmax(nn.Module):
