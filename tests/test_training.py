@@ -173,3 +173,28 @@ def test_an_exported_bundle_reads_back_as_the_same_network(tmp_path, bundle):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(net.eval()(x), again.eval()(x), atol=1e-5)
+
+
+def test_ensemble_exports_mean_probabilities_in_half_the_bytes(tmp_path, bundle):
+    import onnxruntime
+
+    from agelens.network import Ensemble
+
+    first, second = load_onnx_weights(bundle.model_path), load_onnx_weights(bundle.model_path)
+    with torch.no_grad():
+        for parameter in second.parameters():
+            parameter.mul_(1.01)
+    ensemble = Ensemble([first, second])
+    export_onnx(ensemble, tmp_path / "full.onnx", 64)
+    export_onnx(ensemble, tmp_path / "half.onnx", 64, half_weights=True)
+    assert (tmp_path / "half.onnx").stat().st_size < 0.55 * (tmp_path / "full.onnx").stat().st_size
+    x = np.random.default_rng(3).normal(size=(4, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = (
+            torch.softmax(first(torch.from_numpy(x)), 1)
+            + torch.softmax(second(torch.from_numpy(x)), 1)
+        ).numpy() / 2
+    for name, tolerance in (("full.onnx", 1e-5), ("half.onnx", 5e-3)):
+        session = onnxruntime.InferenceSession(str(tmp_path / name))
+        (got,) = session.run(None, {"images": x})
+        assert np.abs(got - expected).max() < tolerance, name

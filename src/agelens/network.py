@@ -120,15 +120,15 @@ def load_onnx_weights(path: Path) -> AgeNet:
         for conv, number in zip(convs, _CONVS, strict=True):
             weight, bias = (arrays[name] for name in nodes[f"layer_{number}_conv"].input[1:3])
             conv.weight.copy_(torch.from_numpy(weight.copy()))
-            conv.bias.copy_(torch.from_numpy(bias))
+            conv.bias.copy_(torch.from_numpy(bias.copy()))
         for affine, number in zip(affines, _AFFINES, strict=True):
             scale = arrays[nodes[f"layer_{number}_affine_scale"].input[1]]
             shift = arrays[nodes[f"layer_{number}_affine"].input[1]]
-            affine.scale.copy_(torch.from_numpy(scale))
-            affine.shift.copy_(torch.from_numpy(shift))
+            affine.scale.copy_(torch.from_numpy(scale.copy()))
+            affine.shift.copy_(torch.from_numpy(shift.copy()))
         weight, bias = (arrays[name] for name in nodes["layer_1_fc"].input[1:3])
         net.head.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight.T)))
-        net.head.bias.copy_(torch.from_numpy(bias))
+        net.head.bias.copy_(torch.from_numpy(bias.copy()))
     return net
 
 
@@ -161,8 +161,13 @@ class WithSoftmax(nn.Module):
         return torch.softmax(self.net(x), dim=1)
 
 
-def export_onnx(net: AgeNet, path: Path, size: int) -> None:
-    """Write ``net`` as an ONNX graph with input ``images`` and output ``probabilities``."""
+def export_onnx(net: nn.Module, path: Path, size: int, *, half_weights: bool = False) -> None:
+    """Write ``net`` as an ONNX graph with input ``images`` and output ``probabilities``.
+
+    ``half_weights`` stores each large weight as float16 behind a Cast back to float32,
+    which onnxruntime folds away when it loads the graph: the file halves, and the
+    computation stays in float32.
+    """
     net.eval()
     example = torch.zeros(1, 3, size, size)
     with warnings.catch_warnings():
@@ -178,3 +183,42 @@ def export_onnx(net: AgeNet, path: Path, size: int) -> None:
             opset_version=17,
             dynamo=False,
         )
+    if half_weights:
+        _store_half(path)
+
+
+class Ensemble(nn.Module):
+    """Several networks over the same chip; outputs the log of their mean probabilities.
+
+    Log-probabilities stand in for logits, so training code and :class:`WithSoftmax`
+    treat an ensemble like one network.
+    """
+
+    def __init__(self, nets: list[AgeNet]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.stack([torch.softmax(net(x), dim=1) for net in self.nets]).mean(dim=0)
+        return torch.log(mean.clamp_min(1e-12))
+
+
+def _store_half(path: Path) -> None:
+    model = onnx.load(str(path))
+    graph = model.graph
+    casts = []
+    for initializer in graph.initializer:
+        values = numpy_helper.to_array(initializer)
+        if values.dtype == np.float32 and values.size >= 1024:
+            original = initializer.name
+            half = numpy_helper.from_array(values.astype(np.float16), original + "_fp16")
+            initializer.CopyFrom(half)
+            casts.append(
+                onnx.helper.make_node(
+                    "Cast", [original + "_fp16"], [original], to=onnx.TensorProto.FLOAT
+                )
+            )
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.save(model, str(path))

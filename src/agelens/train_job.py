@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from agelens import calibration
-from agelens.bundles import DEFAULT_BUNDLE, load_bundle
+from agelens.bundles import DEFAULT_BUNDLE, Bundle, load_bundle
 from agelens.chips import AlignmentSettings, ChipSet, load_chips
 from agelens.datasets import (
     Dataset,
@@ -95,16 +95,22 @@ def _usable(data: LabelledChips, task: str) -> LabelledChips:
     return LabelledChips(data.chips[keep], data.ages[keep], data.groups[keep])
 
 
-def run(
-    options: JobOptions,
-    *,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
-    on_step: Callable[[int, int], None] | None = None,
-    show_progress: bool = True,
-) -> dict[str, Any]:
-    """Train, calibrate, score and write the bundle; returns the manifest written."""
-    config = options.config
-    if config.task == "groups" and options.scheme is None:
+@dataclass(slots=True)
+class PreparedData:
+    """A dataset read, deduplicated, split, aligned and labelled for one job."""
+
+    dataset: Dataset
+    base: Bundle
+    counts: dict[str, int]
+    sets: dict[str, LabelledChips]
+    normalise: Normalise
+    unreadable: int
+
+
+def prepare(options: JobOptions, *, show_progress: bool = True) -> PreparedData:
+    """Read and split the data (writing ``split.json``), and align it into the chip cache."""
+    task = options.config.task
+    if task == "groups" and options.scheme is None:
         raise DatasetError("the groups task needs a group scheme")
     dataset = read_dataset(options.data)
     options.out.mkdir(parents=True, exist_ok=True)
@@ -115,34 +121,54 @@ def run(
         unique_samples(dataset), settings, cache_dir=options.cache_dir, show_progress=show_progress
     )
     rows = split_rows(chips)
-    sets = {
-        name: _usable(labelled(chips, rows[name], options.scheme), config.task) for name in rows
-    }
+    sets = {name: _usable(labelled(chips, rows[name], options.scheme), task) for name in rows}
     if len(sets["train"].chips) == 0 or len(sets["val"].chips) == 0:
         raise DatasetError(f"{options.data}: too few labelled images for a train and a val split")
     normalise = Normalise(base.mean, base.scale)
+    return PreparedData(dataset, base, counts, sets, normalise, len(chips.unreadable))
+
+
+def run(
+    options: JobOptions,
+    *,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Train, calibrate, score and write the bundle; returns the manifest written."""
+    data = prepare(options, show_progress=show_progress)
     result = train(
-        load_onnx_weights(base.model_path),
-        sets["train"],
-        sets["val"],
-        normalise,
-        config,
+        load_onnx_weights(data.base.model_path),
+        data.sets["train"],
+        data.sets["val"],
+        data.normalise,
+        options.config,
         scheme=options.scheme,
         on_epoch=on_epoch,
         on_step=on_step,
     )
-    manifest = _manifest(options, dataset, base.manifest, result, counts, len(chips.unreadable))
-    manifest.update(_fit_on_val_and_score(result, sets, normalise, options.scheme))
+    return write_bundle(options, data, result)
+
+
+def write_bundle(
+    options: JobOptions, data: PreparedData, result: TrainResult, *, half_weights: bool = False
+) -> dict[str, Any]:
+    """Fit TTA, calibration and gate on val, score test, export; returns the manifest."""
+    manifest = _manifest(
+        options, data.dataset, data.base.manifest, result, data.counts, data.unreadable
+    )
+    manifest.update(_fit_on_val_and_score(result, data.sets, data.normalise, options.scheme))
     model_path = options.out / "model.onnx"
-    export_onnx(result.net, model_path, options.size)
+    export_onnx(result.net, model_path, options.size, half_weights=half_weights)
     manifest["artifact"] = {
         "path": model_path.name,
         "bytes": model_path.stat().st_size,
         "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
     }
     (options.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    (options.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
-    plot_curves(result.history, options.out / "curves.png", config.task)
+    if result.history:
+        (options.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
+        plot_curves(result.history, options.out / "curves.png", options.config.task)
     return manifest
 
 

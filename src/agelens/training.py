@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from torch import nn
 from torch.nn import functional
 
 from agelens.groups import GroupScheme
@@ -69,7 +70,7 @@ class LabelledChips:
 
 @dataclass(slots=True)
 class TrainResult:
-    net: AgeNet
+    net: nn.Module
     class_ages: list[float]
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
@@ -238,7 +239,7 @@ def _group_weights(groups: NDArray[np.int64], scheme: GroupScheme | None) -> tor
 
 
 def predict_probabilities(
-    net: AgeNet,
+    net: nn.Module,
     chips: NDArray[np.uint8],
     normalise: Normalise,
     *,
