@@ -8,6 +8,7 @@ page opens with a side-by-side table.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Sequence
@@ -80,7 +81,7 @@ def _model_section(
     scheme: GroupScheme,
 ) -> str:
     slug = _slug(result["model"])
-    parts = [f"<h2>{result['model']}</h2>"]
+    parts = [f"<h2>{html.escape(result['model'])}</h2>"]
     headline = [(key, _fmt(result.get(key))) for key in (*COMPARED, "no_face", "unreadable")]
     parts.append(table(["metric", "value"], [row for row in headline if row[1] != "-"]))
     figures = []

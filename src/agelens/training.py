@@ -269,6 +269,28 @@ def _evaluate(
     return {"loss": loss, **objective.score(probabilities, ages, groups)}
 
 
+class _BestSoFar:
+    """Early stopping: the best validation score so far, its epoch and weights."""
+
+    def __init__(self, module: nn.Module, patience: int) -> None:
+        self.module, self.patience = module, patience
+        self.score, self.epoch, self.waited = math.inf, 0, 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def update(self, score: float, epoch: int) -> bool:
+        """Record an epoch's score; True when ``patience`` epochs have passed without gain."""
+        if score < self.score:
+            self.score, self.epoch, self.waited = score, epoch, 0
+            self.state = copy.deepcopy(self.module.state_dict())
+        else:
+            self.waited += 1
+        return self.waited >= self.patience
+
+    def restore(self) -> None:
+        if self.state is not None:
+            self.module.load_state_dict(self.state)
+
+
 def _finetune(
     net: AgeNet,
     train_set: LabelledChips,
@@ -300,7 +322,7 @@ def _finetune(
     chips = torch.from_numpy(train_set.chips)
     ages, groups = torch.from_numpy(train_set.ages), torch.from_numpy(train_set.groups)
     history: list[dict[str, float]] = []
-    best_score, best_state, best_epoch, waited = math.inf, None, 0, 0
+    best = _BestSoFar(net, config.patience)
     averaged: list[dict[str, torch.Tensor]] = []
     for epoch in range(1, config.epochs + 1):
         net.train()
@@ -328,18 +350,10 @@ def _finetune(
         history.append(row)
         if on_epoch:
             on_epoch(row)
-        if row["val_score"] < best_score:
-            best_score, best_state, best_epoch, waited = (
-                row["val_score"],
-                copy.deepcopy(net.state_dict()),
-                epoch,
-                0,
-            )
-        else:
-            waited += 1
+        stop = best.update(row["val_score"], epoch)
         if epoch > config.epochs - config.average_last:
             averaged.append({k: v.detach().clone() for k, v in net.state_dict().items()})
-        if waited >= config.patience:
+        if stop:
             break
     if len(averaged) > 1:
         # The last epochs' weights, averaged (no batch norm to re-estimate in this network).
@@ -350,12 +364,11 @@ def _finetune(
         )
         if on_epoch:
             on_epoch(row)
-        if row["val_score"] < best_score:
+        if row["val_score"] < best.score:
             history.append({**row, "train_loss": history[-1]["train_loss"]})
             return history, row["epoch"]
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    return history, best_epoch
+    best.restore()
+    return history, best.epoch
 
 
 def _train_head(
@@ -380,7 +393,7 @@ def _train_head(
         head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     history: list[dict[str, float]] = []
-    best_score, best_state, best_epoch, waited = math.inf, None, 0, 0
+    best = _BestSoFar(head, config.patience)
     for epoch in range(1, config.epochs + 1):
         order = torch.randperm(len(train_features), generator=generator)
         running = 0.0
@@ -404,20 +417,10 @@ def _train_head(
         history.append(row)
         if on_epoch:
             on_epoch(row)
-        if row["val_score"] < best_score:
-            best_score, best_state, best_epoch, waited = (
-                row["val_score"],
-                copy.deepcopy(head.state_dict()),
-                epoch,
-                0,
-            )
-        else:
-            waited += 1
-            if waited >= config.patience:
-                break
-    if best_state is not None:
-        head.load_state_dict(best_state)
-    return history, best_epoch
+        if best.update(row["val_score"], epoch):
+            break
+    best.restore()
+    return history, best.epoch
 
 
 def _features(
