@@ -12,6 +12,7 @@ import numpy as np
 import typer
 
 from agelens import calibration
+from agelens.alignment import BORDERS
 from agelens.bundles import DEFAULT_BUNDLE
 from agelens.cli_common import (
     AlignedOption,
@@ -90,6 +91,10 @@ def train(
     photos: Annotated[
         bool, typer.Option("--photos", help="Images are photos: detect the largest face.")
     ] = False,
+    border: Annotated[
+        str,
+        typer.Option(help="Chip pixels past the image's edge: edge (repeated) or zero (black)."),
+    ] = "edge",
     cache: Annotated[Path | None, typer.Option(help="Chip cache folder.")] = None,
 ) -> None:
     """Train an age model on your data, from the bundled network; writes a calibrated bundle."""
@@ -100,6 +105,8 @@ def train(
         raise fail("training needs its extras: pip install 'agelens[train]'", 2) from error
     if task not in ("age", "groups") or mode not in ("head", "finetune"):
         raise fail("--task is age or groups; --mode is head or finetune", 2)
+    if border not in BORDERS:
+        raise fail(f"--border is one of {', '.join(BORDERS)}", 2)
     try:
         scheme = resolve_scheme(groups)
     except ValueError as error:
@@ -116,7 +123,15 @@ def train(
         seed=seed,
     )
     options = JobOptions(
-        data, out_dir, config, scheme, base, size, aligned=not photos, cache_dir=cache
+        data,
+        out_dir,
+        config,
+        scheme,
+        base,
+        size,
+        aligned=not photos,
+        border=border,
+        cache_dir=cache,
     )
 
     def report_epoch(row: dict[str, float]) -> None:

@@ -44,7 +44,6 @@ from agelens.training import (
 )
 
 RESEARCH_DATASETS = {"utkface", "imfdb"}
-EDGE_BORDER = "edge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +55,7 @@ class JobOptions:
     base: str = DEFAULT_BUNDLE
     size: int = 64
     aligned: bool = True
+    border: str = "edge"
     cache_dir: Path | None = None
     name: str | None = None
 
@@ -116,7 +116,7 @@ def prepare(options: JobOptions, *, show_progress: bool = True) -> PreparedData:
     options.out.mkdir(parents=True, exist_ok=True)
     counts = write_split(dataset, options.out / "split.json")
     base = load_bundle(options.base)
-    settings = AlignmentSettings(options.size, base.chip_padding, EDGE_BORDER, options.aligned)
+    settings = AlignmentSettings(options.size, base.chip_padding, options.border, options.aligned)
     chips = load_chips(
         unique_samples(dataset), settings, cache_dir=options.cache_dir, show_progress=show_progress
     )
@@ -243,7 +243,7 @@ def _manifest(
         "task": "age",
         "input": {**base["input"], "size": options.size},
         "output": {"name": "probabilities", "softmax_in_graph": True, "ages": result.class_ages},
-        "alignment": {**base["alignment"], "border": EDGE_BORDER},
+        "alignment": {**base["alignment"], "border": options.border},
         "groups": None if options.scheme is None else options.scheme.name,
         "license": {
             "spdx": "LicenseRef-research-only" if research else "LicenseRef-training-data",
