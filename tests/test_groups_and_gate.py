@@ -8,7 +8,7 @@ import pytest
 from agelens import Decision, GatePolicy, calibration, resolve_scheme
 from agelens.bundles import CHALLENGE_BUFFER, Bundle, load_bundle
 from agelens.estimates import Face, summarize
-from agelens.gate import choose_buffer, pass_rates
+from agelens.gate import choose_policy, pass_rates
 from agelens.groups import DECADES, IMFDB, UTK5
 
 AGES = [0.25, *range(1, 81)]
@@ -95,21 +95,34 @@ def test_conformal_intervals_cover_as_promised_on_fresh_data():
     assert np.array_equal(other, summarize(test_rows, AGES, IMFDB, level=0.7).intervals)
 
 
-def test_gate_buffer_is_fitted_to_hold_minors_down():
+def test_gate_policy_is_fitted_to_hold_minors_down():
     rng = np.random.default_rng(2)
     truth = rng.uniform(10, 70, 5000)
-    estimates = truth + 4 + rng.normal(0, 3, 5000)  # over-estimates by 4 years, like teenagers
-    chosen = choose_buffer(estimates, truth, max_minor_pass=0.02)
-    minors, adults = pass_rates(estimates, truth, 18 + chosen["buffer"])
-    assert minors <= 0.02 < pass_rates(estimates, truth, 18 + chosen["buffer"] - 0.5)[0]
+    # Over-estimates by 4 years, with a spread the network knows: wide for half the faces.
+    spread = np.where(rng.random(5000) < 0.5, 1.0, 6.0)
+    estimates = truth + 4 + rng.normal(0, 1, 5000) * spread
+    chosen = choose_policy(estimates, estimates - 1.6 * spread, truth, max_minor_pass=0.02)
+    assert chosen["rule"] == "lower_bound"
+    lower = estimates - 1.6 * spread
+    minors, adults = pass_rates(lower, truth, 18 + chosen["buffer"])
+    assert minors <= 0.02 < pass_rates(lower, truth, 18 + chosen["buffer"] - 0.5)[0]
     assert chosen["val_pass_13_17"] == pytest.approx(minors, abs=1e-4)
-    assert adults > 0.9
+    point = choose_policy(estimates, estimates - 100, truth)
+    assert point["rule"] == "estimate" and point["val_pass_25_plus"] < adults
 
 
-def test_bundle_gate_buffer_applies_to_its_threshold_only():
+def test_lower_bound_rule_reads_the_interval():
+    face = Face((0, 0, 10, 10), 0.9, [], 30.0, (19.0, 41.0), "X", 1.0, {"X": 1.0})
+    assert GatePolicy(18, 2, "lower_bound").decide(face) is Decision.REFER
+    assert GatePolicy(18, 1, "lower_bound").decide(face) is Decision.PASS
+    assert GatePolicy(18, 7).decide(face) is Decision.PASS
+    with pytest.raises(ValueError, match="rule"):
+        GatePolicy(18, 7, "median")
+
+
+def test_bundle_gate_policy_applies_to_its_threshold_only():
     bundle = load_bundle()
-    fitted = Bundle(
-        "x", {**bundle.manifest, "gate": {"over": 18, "buffer": 11.5}}, bundle.model_path
-    )
-    assert fitted.gate_buffer(18) == 11.5
-    assert fitted.gate_buffer(21) == CHALLENGE_BUFFER
+    gate = {"over": 18, "buffer": 1.5, "rule": "lower_bound"}
+    fitted = Bundle("x", {**bundle.manifest, "gate": gate}, bundle.model_path)
+    assert fitted.gate_policy(18) == GatePolicy(18, 1.5, "lower_bound")
+    assert fitted.gate_policy(21) == GatePolicy(21, CHALLENGE_BUFFER)

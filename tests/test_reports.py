@@ -49,7 +49,7 @@ def test_evaluate_report_compares_models(face_dataset, tmp_path):
     second = tmp_path / "second"
     second.mkdir()
     manifest = dict(load_bundle().manifest, name="cydral-copy")
-    manifest["gate"] = {"over": 18, "buffer": 3.0}
+    manifest["gate"] = {"over": 18, "buffer": 3.0, "rule": "lower_bound"}
     (second / "manifest.json").write_text(json.dumps(manifest))
     result = runner.invoke(
         app,
@@ -74,8 +74,8 @@ def test_evaluate_report_compares_models(face_dataset, tmp_path):
     assert [line["model"] for line in lines] == ["cydral-v1", "cydral-copy"]
     first = lines[0]
     assert first["n"] == 90 and 0 <= first["coverage90"] <= 1
-    assert first["gate"]["buffer"] == load_bundle().gate_buffer(18)
-    assert lines[1]["gate"]["buffer"] == 3.0
+    assert first["gate"]["buffer"] == load_bundle().gate_policy(18).buffer
+    assert lines[1]["gate"]["buffer"] == 3.0 and lines[1]["gate"]["rule"] == "lower_bound"
     assert set(first["gate"]) >= {"over", "pass_13_17", "pass_25_plus"}
     assert set(first["by_gender"]["groups"]) == {"male", "female"} and "gap" in first["by_race"]
     assert sum(map(sum, first["confusion"]["matrix"])) == 90

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agelens.errors import ModelError
+from agelens.gate import ESTIMATE, GatePolicy
 
 DEFAULT_BUNDLE = "cydral-v1"
 DEFAULT_DETECTOR = "yunet-2023"
@@ -78,17 +79,17 @@ class Bundle:
         """The bundle's default for horizontal-flip test-time augmentation."""
         return bool(self.manifest.get("inference", {}).get("flip_tta", False))
 
-    def gate_buffer(self, over: float) -> float:
-        """The bundle's default gate buffer for threshold ``over``.
+    def gate_policy(self, over: float) -> GatePolicy:
+        """The bundle's default gate policy for threshold ``over``.
 
-        A bundle calibrated by AgeLens stores the buffer fitted on validation data so that
-        at most 2% of 13-17-year-olds pass a gate over 18; other thresholds, and bundles
-        without one, get Challenge 25's 7 years.
+        A bundle calibrated by AgeLens stores the rule and buffer fitted on validation data
+        so that at most 2% of 13-17-year-olds pass a gate over 18; other thresholds, and
+        bundles without one, get Challenge 25's rule: the estimate must reach over + 7.
         """
         gate = self.manifest.get("gate") or {}
         if "buffer" in gate and float(gate.get("over", 18)) == float(over):
-            return float(gate["buffer"])
-        return CHALLENGE_BUFFER
+            return GatePolicy(over, float(gate["buffer"]), str(gate.get("rule", ESTIMATE)))
+        return GatePolicy(over, CHALLENGE_BUFFER)
 
     @property
     def license(self) -> dict[str, Any]:

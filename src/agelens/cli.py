@@ -33,7 +33,7 @@ from agelens.detection import DEFAULT_MAX_SIDE
 from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
 from agelens.evaluation import metrics, predict_samples
-from agelens.gate import Decision, GatePolicy
+from agelens.gate import Decision
 
 app = typer.Typer(
     help="AgeLens: estimate people's ages from photos of their faces.",
@@ -156,6 +156,9 @@ def gate(
 ) -> None:
     """Age gate: pass when every face looks at least OVER + BUFFER, else refer to an ID check.
 
+    Without --buffer, the model's fitted policy (which may require the lower end of the
+    face's 90% interval, not its estimate, to reach OVER + BUFFER).
+
     Exit code 0 pass, 3 refer, 4 no face found, 1 unreadable image.
     """
     estimator = _estimator(model, "imfdb", tta)
@@ -170,6 +173,7 @@ def gate(
             "decision": str(result.decision),
             "over": over,
             "buffer": buffer,
+            "rule": result.rule,
             "faces": [
                 {**face.to_dict(), "decision": str(decision)}
                 for face, decision in zip(result.faces, result.decisions, strict=True)
@@ -178,8 +182,9 @@ def gate(
         sys.stdout.write(json.dumps(record) + "\n")
     else:
         colour = {"pass": "green", "refer": "yellow", "no_face": "red"}[result.decision]
+        what = "an estimated age" if result.rule == "estimate" else "a 90% interval from"
         out.print(
-            f"[bold {colour}]{result.decision.upper()}[/] - passes at an estimated "
+            f"[bold {colour}]{result.decision.upper()}[/] - passes at {what} "
             f"{result.pass_age:g}+ (over {over:g} with a {buffer:g}-year buffer)",
             highlight=False,
         )
@@ -256,7 +261,7 @@ def evaluate(
                     estimator, samples, aligned=aligned, on_progress=partial(progress.advance, task)
                 )
             )
-        policy = GatePolicy(over, estimator.bundle.gate_buffer(over))
+        policy = estimator.bundle.gate_policy(over)
         result = {
             "data": data,
             "split": chosen,

@@ -29,7 +29,7 @@ from agelens.datasets import read_dataset, select_split, spec_label, unique_samp
 from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
 from agelens.evaluation import predict_samples
-from agelens.gate import choose_buffer
+from agelens.gate import choose_policy
 from agelens.groups import resolve_scheme
 
 
@@ -184,7 +184,11 @@ def calibrate(
         **calibration.fit(distributions, estimator.bundle.ages, truth, split=split),
         "data": spec_label(data),
     }
-    manifest["gate"] = {**choose_buffer(np.array([p.face.age for p in predictions]), truth)}
+    lower = calibration.intervals(
+        distributions, estimator.bundle.ages, manifest["calibration"], 0.9
+    )
+    estimates = np.array([p.face.age for p in predictions])
+    manifest["gate"] = choose_policy(estimates, lower[:, 0], truth)
     folder = out_dir or estimator.bundle.model_path.parent
     folder.mkdir(parents=True, exist_ok=True)
     source = estimator.bundle.model_path

@@ -35,6 +35,7 @@ class GateResult:
     decisions: list[Decision]
     faces: list[Face]
     pass_age: float
+    rule: str = "estimate"
 
 
 class AgeEstimator:
@@ -184,20 +185,29 @@ class AgeEstimator:
     def gate(self, image: ImageSource, over: float = 18, buffer: float | None = None) -> GateResult:
         """Pass or refer the people in a photo; see :mod:`agelens.gate` for the policy.
 
-        ``buffer`` defaults to the bundle's own (see :meth:`Bundle.gate_buffer`).
+        Without ``buffer`` the bundle's fitted policy applies (see
+        :meth:`Bundle.gate_policy`); with it, the estimate must reach ``over + buffer``.
         """
-        chosen = self.bundle.gate_buffer(over) if buffer is None else buffer
-        return self.over(self.estimate(image), over, chosen)
+        return self.decide(self.estimate(image), self.gate_policy(over, buffer))
+
+    def gate_policy(self, over: float = 18, buffer: float | None = None) -> GatePolicy:
+        """The bundle's policy for ``over``, or the plain estimate rule with ``buffer``."""
+        return self.bundle.gate_policy(over) if buffer is None else GatePolicy(over, buffer)
 
     @staticmethod
     def over(faces: list[Face], threshold: float = 18, buffer: float = 7) -> GateResult:
-        """Gate decisions for faces already estimated."""
-        policy = GatePolicy(threshold, buffer)
+        """Gate decisions for faces already estimated: the estimate must reach over + buffer."""
+        return AgeEstimator.decide(faces, GatePolicy(threshold, buffer))
+
+    @staticmethod
+    def decide(faces: list[Face], policy: GatePolicy) -> GateResult:
+        """Gate decisions for faces already estimated, under ``policy``."""
         return GateResult(
             policy.decide_image(faces),
             [policy.decide(face) for face in faces],
             faces,
             policy.pass_age,
+            policy.rule,
         )
 
     def _face_boxes(

@@ -87,11 +87,12 @@ def confusion(
 def gate_figures(predictions: Sequence[Prediction], policy: GatePolicy) -> dict[str, Any]:
     """Under ``policy``: the share of true 13-17-year-olds and of true 25+ who pass."""
     with_age = [p for p in predictions if p.sample.age is not None]
-    estimates = np.array([p.face.age for p in with_age])
+    scores = np.array([policy.score(p.face) for p in with_age])
     truth = np.array([p.sample.age for p in with_age])
-    minors, adults = pass_rates(estimates, truth, policy.pass_age)
+    minors, adults = pass_rates(scores, truth, policy.pass_age)
     return {
         "over": policy.over,
+        "rule": policy.rule,
         "buffer": policy.buffer,
         "pass_13_17": round(minors, 4),
         "pass_25_plus": round(adults, 4),

@@ -6,6 +6,12 @@ refusing an adult only costs an ID check. So a face passes only when its
 estimate clears the legal threshold *plus* a buffer, as in the UK's
 Challenge 25 (threshold 18, buffer 7: anyone who looks under 25 shows ID).
 Everyone else is referred, never refused: the gate narrows who must show ID.
+
+Two rules: ``estimate`` compares the estimated age with ``over + buffer``;
+``lower_bound`` compares the lower end of the face's calibrated 90% interval, so a
+face the network is unsure of must look older to pass. A bundle calibrated by
+AgeLens stores the rule and buffer that, on validation data, let at most 2% of
+13-17-year-olds pass a gate over 18 while passing the most people aged 25+.
 """
 
 from __future__ import annotations
@@ -25,19 +31,32 @@ class Decision(StrEnum):
     NO_FACE = "no_face"
 
 
+ESTIMATE, LOWER_BOUND = "estimate", "lower_bound"
+RULES = (ESTIMATE, LOWER_BOUND)
+
+
 @dataclass(frozen=True, slots=True)
 class GatePolicy:
-    """Pass a face when its estimated age is at least ``over + buffer``."""
+    """Pass a face when its estimate (or its interval's lower end) reaches ``over + buffer``."""
 
     over: float = 18
     buffer: float = 7
+    rule: str = ESTIMATE
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"gate rule must be one of {', '.join(RULES)}, got {self.rule!r}")
 
     @property
     def pass_age(self) -> float:
         return self.over + self.buffer
 
+    def score(self, face: Face) -> float:
+        """The age this policy compares with ``pass_age``."""
+        return face.age if self.rule == ESTIMATE else face.interval[0]
+
     def decide(self, face: Face) -> Decision:
-        return Decision.PASS if face.age >= self.pass_age else Decision.REFER
+        return Decision.PASS if self.score(face) >= self.pass_age else Decision.REFER
 
     def decide_image(self, faces: list[Face]) -> Decision:
         """Overall answer for a photo: it passes only when it has faces and every one passes."""
@@ -54,34 +73,48 @@ ADULTS_FROM = 25
 
 
 def pass_rates(
-    estimates: NDArray[np.floating], true_ages: NDArray[np.floating], pass_age: float
+    scores: NDArray[np.floating], true_ages: NDArray[np.floating], pass_age: float
 ) -> tuple[float, float]:
-    """Share of true 13-17-year-olds and of true 25+ whose estimate reaches ``pass_age``."""
+    """Share of true 13-17-year-olds and of true 25+ whose score reaches ``pass_age``."""
     truth = np.asarray(true_ages)
-    passed = np.asarray(estimates) >= pass_age
+    passed = np.asarray(scores) >= pass_age
     minors = (truth >= MINORS[0]) & (truth <= MINORS[1])
     adults = truth >= ADULTS_FROM
     rate = lambda mask: float(passed[mask].mean()) if mask.any() else float("nan")  # noqa: E731
     return rate(minors), rate(adults)
 
 
-def choose_buffer(
+def _smallest_buffer(
+    scores: NDArray[np.floating], truth: NDArray[np.floating], over: float, max_minor_pass: float
+) -> float:
+    buffer = 0.0
+    while buffer < 40 and pass_rates(scores, truth, over + buffer)[0] > max_minor_pass:
+        buffer += 0.5
+    return buffer
+
+
+def choose_policy(
     estimates: NDArray[np.floating],
+    lower_bounds: NDArray[np.floating],
     true_ages: NDArray[np.floating],
     *,
     over: float = 18,
     max_minor_pass: float = 0.02,
 ) -> dict[str, float | str]:
-    """The smallest buffer (0.5-year steps) that lets at most ``max_minor_pass`` of minors pass.
+    """The rule and smallest buffer (0.5-year steps) letting at most ``max_minor_pass`` of
+    13-17-year-olds pass; of the two rules, the one passing more people aged 25+.
 
     Fitted on validation data, stored in a bundle as its default gate policy.
     """
-    buffer = 0.0
-    while buffer < 40 and pass_rates(estimates, true_ages, over + buffer)[0] > max_minor_pass:
-        buffer += 0.5
-    minors, adults = pass_rates(estimates, true_ages, over + buffer)
+    candidates = []
+    for rule, scores in ((ESTIMATE, estimates), (LOWER_BOUND, lower_bounds)):
+        buffer = _smallest_buffer(scores, true_ages, over, max_minor_pass)
+        minors, adults = pass_rates(scores, true_ages, over + buffer)
+        candidates.append((adults, -buffer, rule, buffer, minors))
+    adults, _, rule, buffer, minors = max(candidates)
     return {
         "over": over,
+        "rule": rule,
         "buffer": buffer,
         "max_minor_pass": max_minor_pass,
         "chosen_on": "val",

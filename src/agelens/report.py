@@ -20,7 +20,7 @@ from PIL import Image
 
 from agelens.errors import ImageError
 from agelens.evaluation import Prediction
-from agelens.gate import pass_rates
+from agelens.gate import GatePolicy, pass_rates
 from agelens.groups import GroupScheme
 from agelens.images import load_image
 from agelens.plots import plot_bars, plot_confusion, plot_curves, plot_gate_tradeoff, save_grid
@@ -115,8 +115,9 @@ def _model_section(
                 + table([attribute, "n", "MAE"], rows)
             )
     if gate := result.get("gate"):
+        scored = "an estimate" if gate["rule"] == "estimate" else "a 90% interval's lower end"
         parts.append(
-            f"<h3>Age gate over {gate['over']:g}</h3><p>Policy: pass at an estimate of "
+            f"<h3>Age gate over {gate['over']:g}</h3><p>Policy: pass at {scored} of "
             f"{gate['over'] + gate['buffer']:g} or more (buffer {gate['buffer']:g}). "
             f"13-17-year-olds who pass: {gate['pass_13_17']:.1%}; people aged 25+ who pass: "
             f"{gate['pass_25_plus']:.1%}.</p>"
@@ -134,9 +135,10 @@ def _model_section(
 
 def _tradeoff(out: Path, slug: str, predictions: list[Prediction], gate: dict[str, Any]) -> str:
     with_age = [p for p in predictions if p.sample.age is not None]
-    estimates = np.array([p.face.age for p in with_age])
+    policy = GatePolicy(gate["over"], gate["buffer"], gate["rule"])
+    scores = np.array([policy.score(p.face) for p in with_age])
     truth = np.array([p.sample.age for p in with_age])
-    rates = np.array([pass_rates(estimates, truth, gate["over"] + b) for b in BUFFERS])
+    rates = np.array([pass_rates(scores, truth, gate["over"] + b) for b in BUFFERS])
     return plot_gate_tradeoff(
         BUFFERS, rates[:, 0], rates[:, 1], gate["buffer"], out / f"{slug}-gate.png", gate["over"]
     ).name

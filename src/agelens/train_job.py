@@ -30,7 +30,7 @@ from agelens.datasets import (
     write_split,
 )
 from agelens.errors import DatasetError
-from agelens.gate import choose_buffer
+from agelens.gate import choose_policy
 from agelens.groups import GroupScheme
 from agelens.network import export_onnx, load_onnx_weights
 from agelens.plots import plot_curves
@@ -218,7 +218,8 @@ def _fit_on_val_and_score(
                 calibration.coverage(bounds, sets["test"].ages[test_known]), 4
             )
         val_mean = calibration.moments(val_p[known], ages)[0]
-        extra["gate"] = choose_buffer(val_mean, sets["val"].ages[known])
+        val_low = calibration.intervals(val_p[known], ages, record, 0.9)[:, 0]
+        extra["gate"] = choose_policy(val_mean, val_low, sets["val"].ages[known])
     extra["metrics"] = metrics
     return extra
 

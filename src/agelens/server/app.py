@@ -195,16 +195,20 @@ def create_app(
         groups: GroupsQuery = IMFDB.name,
         annotate: AnnotateQuery = False,
     ) -> dict[str, Any]:
-        """Pass, or refer to an ID check: a face passes when its age reaches over + buffer."""
+        """Pass, or refer to an ID check: a face passes when its age reaches over + buffer.
+
+        Without ``buffer``, the model's fitted policy: its rule may compare the lower end
+        of the 90% interval instead of the estimate (``rule`` in the answer says which).
+        """
 
         def respond(estimator: AgeEstimator, image: RGBImage, faces: list[Face]) -> dict[str, Any]:
-            chosen = estimator.bundle.gate_buffer(over) if buffer is None else buffer
-            gated = estimator.over(faces, over, chosen)
+            gated = estimator.decide(faces, estimator.gate_policy(over, buffer))
             return {
                 **_response(image, faces, False, annotate),
                 "decision": gated.decision.value,
                 "decisions": [d.value for d in gated.decisions],
                 "pass_age": gated.pass_age,
+                "rule": gated.rule,
             }
 
         return await _estimate_upload(

@@ -40,6 +40,9 @@ class GateOut(EstimateOut):
     decision: str = Field(description="pass, refer or no_face, for the whole photo")
     decisions: list[str] = Field(description="pass or refer, per face, in the order of faces")
     pass_age: float = Field(description="the age a face must reach to pass: over + buffer")
+    rule: str = Field(
+        description="what must reach pass_age: the estimate, or the interval's lower_bound"
+    )
 
 
 class ErrorOut(BaseModel):
