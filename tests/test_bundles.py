@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agelens import AgeEstimator, ModelError, builtin_bundle_names, load_bundle
+from agelens.bundles import describe_builtin_bundles
 
 
 def test_default_bundle_resolves_from_the_installed_package():
@@ -52,3 +53,18 @@ def test_malformed_manifest(tmp_path: Path):
     (tmp_path / "manifest.json").write_text('{"input": {}}')
     with pytest.raises(ModelError, match="lacks"):
         load_bundle(tmp_path)
+
+
+def test_the_fine_tuned_bundle_ships_research_only_and_runs(astronaut, grace_hopper_path):
+    bundle = load_bundle("agelens-utk-v1")
+    assert bundle.license["research_only"] is True
+    assert bundle.input_size == 96 and bundle.chip_border == "edge" and bundle.ages[-1] == 116
+    assert bundle.model_path.stat().st_size <= 15 * 2**20
+    rows = {row["name"]: row for row in describe_builtin_bundles()}
+    assert rows["agelens-utk-v1"]["research_only"] and not rows["agelens-utk-v1"]["default"]
+    estimator = AgeEstimator(bundle)
+    (astronaut_face,) = estimator.estimate(astronaut)
+    (hopper_face,) = estimator.estimate(grace_hopper_path)
+    assert 25 <= astronaut_face.age <= 55 and hopper_face.age >= 60
+    low, high = astronaut_face.interval
+    assert low < astronaut_face.age < high
