@@ -5,7 +5,9 @@
 model is scored on its dataset's held-out test split (content-hash dedup, sha1
 60/20/20) next to the default model's zero-shot groups. Two cross-dataset checks
 guard the UTKFace age model: the imfdb test split (other people, other cropping)
-and UTKFace test crops padded into larger "photos" so the face detector frames them.
+and UTKFace test crops padded into larger "photos" so the face detector frames them;
+the same checks score a 64-px fine-tune with edge-filled chips against one with dlib's
+black fill (``--border zero``), trained alike.
 
 Trained bundles go to --models (reused when present); results to --out as JSON.
 
@@ -42,9 +44,17 @@ EXPERIMENTS: dict[str, tuple[str, str, str, list[str]]] = {
     ),
     "b-utk-decades": ("utkface", "groups", "decades", ["--mode", "head", "--epochs", "40"]),
     "c-utk-balanced": ("utkface", "groups", "utk5", ["--mode", "head", "--epochs", "40"]),
-    "d-utk-age": ("utkface", "age", "decades", ["--mode", "finetune", "--size", "96"]),
+    "d-utk-age": (
+        "utkface",
+        "age",
+        "decades",
+        ["--mode", "finetune", "--size", "96", "--epochs", "16", "--seed", "1"],
+    ),
 }
 FOLDERS = {"utkface": "UTKFace", "imfdb": "imfdb-age/train"}
+#: UTKFace age models checked on other data: the shipped one, and the border ablation
+#: (64 px, 8 epochs, chips filled past the image's edge with its edge pixels or with black).
+CROSS = ("d-utk-age", "utk-age-64-edge", "utk-age-64-zero")
 KEPT = ("model", "n", "no_face", "mae", "cs5", "coverage90", "accuracy", "bias", "gate")
 
 
@@ -84,8 +94,10 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path("models-trained"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/seed_experiments.json"))
     parser.add_argument("--only", nargs="*", default=list(EXPERIMENTS))
+    parser.add_argument("--no-cross", action="store_true", help="skip the cross-dataset checks")
     args = parser.parse_args()
-    results: dict[str, Any] = {}
+    # Results of experiments not run this time are kept from the last run.
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     for name in args.only:
         kind, task, groups, options = EXPERIMENTS[name]
         spec = f"{kind}:{args.data / FOLDERS[kind]}"
@@ -104,7 +116,11 @@ def main() -> None:
                 *options,
             )
         manifest = json.loads((model / "manifest.json").read_text())
-        rows = evaluate(spec, groups, [str(model), "cydral-v1"], "--aligned")
+        compared = [str(model), "cydral-v1"]
+        age_model = args.models / "d-utk-age"
+        if kind == "utkface" and task == "groups" and (age_model / "manifest.json").is_file():
+            compared.append(str(age_model))  # the fine-tuned age model's groups, for comparison
+        rows = evaluate(spec, groups, compared, "--aligned")
         results[name] = {
             "data": f"{kind} test split (sha1 60/20/20 after dedup)",
             "task": task,
@@ -112,27 +128,26 @@ def main() -> None:
             "training": manifest["training"],
             "trained": rows[0],
             "zero_shot_cydral_v1": rows[1],
+            **({"groups_of_age_model": rows[2]} if len(rows) > 2 else {}),
         }
-    age_model = args.models / "d-utk-age"
-    if (age_model / "manifest.json").is_file():
+    crossed = [str(args.models / name) for name in CROSS if (args.models / name).is_dir()]
+    if crossed and not args.no_cross:
+        crossed.append("cydral-v1")
         imfdb = f"imfdb:{args.data / FOLDERS['imfdb']}"
-        results["cross-imfdb"] = evaluate(
-            imfdb, "imfdb", [str(age_model), "cydral-v1"], "--aligned"
-        )
+        results["cross-imfdb"] = evaluate(imfdb, "imfdb", crossed, "--aligned")
         with tempfile.TemporaryDirectory() as folder:
             photos = padded_photos(args.data / FOLDERS["utkface"], Path(folder))
-            results["cross-utk-photos"] = evaluate(
-                f"csv:{photos}", "imfdb", [str(age_model), "cydral-v1"]
-            )
+            results["cross-utk-photos"] = evaluate(f"csv:{photos}", "imfdb", crossed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     table = Table(title="Seed experiments (test splits)")
     for column in ("experiment", "model", "n", "MAE", "CS@5", "accuracy", "coverage90"):
         table.add_column(column)
     for name, entry in results.items():
-        rows = (
-            entry if isinstance(entry, list) else [entry["trained"], entry["zero_shot_cydral_v1"]]
-        )
+        rows = entry
+        if isinstance(entry, dict):
+            keys = ("trained", "zero_shot_cydral_v1", "groups_of_age_model")
+            rows = [entry[key] for key in keys if key in entry]
         for row in rows:
             table.add_row(
                 name,

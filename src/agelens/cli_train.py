@@ -87,7 +87,9 @@ def train(
     ] = True,
     patience: Annotated[int, typer.Option(help="Epochs without val gain before stopping.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of initialisation order and augmentation.")] = 0,
-    base: ModelOption = DEFAULT_BUNDLE,
+    base: Annotated[
+        str, typer.Option(help="Bundle to start from: a name or a trained bundle's folder.")
+    ] = DEFAULT_BUNDLE,
     photos: Annotated[
         bool, typer.Option("--photos", help="Images are photos: detect the largest face.")
     ] = False,
