@@ -55,7 +55,18 @@ FOLDERS = {"utkface": "UTKFace", "imfdb": "imfdb-age/train"}
 #: UTKFace age models checked on other data: the shipped one, and the border ablation
 #: (64 px, 8 epochs, chips filled past the image's edge with its edge pixels or with black).
 CROSS = ("d-utk-age", "utk-age-64-edge", "utk-age-64-zero")
-KEPT = ("model", "n", "no_face", "mae", "cs5", "coverage90", "accuracy", "bias", "gate", "confusion")
+KEPT = (
+    "model",
+    "n",
+    "no_face",
+    "mae",
+    "cs5",
+    "coverage90",
+    "accuracy",
+    "bias",
+    "gate",
+    "confusion",
+)
 
 
 def agelens(*arguments: str) -> list[dict[str, Any]]:
