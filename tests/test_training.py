@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from agelens import AgeEstimator
 from agelens.alignment import Aligner
@@ -198,3 +199,27 @@ def test_ensemble_exports_mean_probabilities_in_half_the_bytes(tmp_path, bundle)
         session = onnxruntime.InferenceSession(str(tmp_path / name))
         (got,) = session.run(None, {"images": x})
         assert np.abs(got - expected).max() < tolerance, name
+
+
+def test_a_research_only_base_makes_a_research_only_bundle(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["path,age"]
+    for index in range(40):
+        pixels = rng.integers(0, 256, (72, 72, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index}.png")
+        rows.append(f"{index}.png,{20 + index}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    config = TrainConfig(mode="head", epochs=1)
+    options = JobOptions(
+        f"csv:{folder / 'labels.csv'}",
+        tmp_path / "m",
+        config,
+        base="agelens-utk-v1",
+        size=96,
+        cache_dir=tmp_path / "cache",
+    )
+    manifest = run(options, show_progress=False)
+    assert manifest["license"]["research_only"] is True
+    assert "agelens-utk-v1" in manifest["license"]["note"]

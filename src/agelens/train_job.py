@@ -232,7 +232,11 @@ def _manifest(
     counts: dict[str, int],
     unreadable: int,
 ) -> dict[str, Any]:
-    research = dataset.kind in RESEARCH_DATASETS
+    base_licence = base["license"]
+    research = dataset.kind in RESEARCH_DATASETS or bool(base_licence.get("research_only"))
+    sources = [dataset.kind]
+    if base_licence.get("research_only"):
+        sources.append(f"the base bundle {base['name']}")
     name = options.name or options.out.name
     return {
         "schema": 1,
@@ -248,13 +252,13 @@ def _manifest(
         "groups": None if options.scheme is None else options.scheme.name,
         "license": {
             "spdx": "LicenseRef-research-only" if research else "LicenseRef-training-data",
-            "attribution": "Base network: "
-            + f"{base['license'].get('attribution', base['name'])} (CC0)",
-            "source": f"trained with AgeLens on {dataset.kind}",
+            "attribution": f"base {base['name']} ({base_licence['spdx']}): "
+            + str(base_licence.get("attribution", "")),
+            "source": f"trained with AgeLens on {dataset.kind}, from {base['name']}",
             "research_only": research,
             "note": (
-                f"Weights derived from {dataset.kind}, whose licence allows non-commercial "
-                "research only."
+                f"Weights derived from {' and '.join(sources)}, whose licence allows "
+                "non-commercial research only."
                 if research
                 else "Weights derived from your training data: its licence applies."
             ),
