@@ -48,6 +48,24 @@ EXPERIMENTS: dict[str, tuple[str, str, str, list[str]]] = {
         "imfdb",
         ["--mode", "finetune", "--epochs", "10", "--size", "96", "--base", "{models}/d-utk-age"],
     ),
+    # (a), continued: 3 more epochs at 0.3 x the learning rate; kept, as it scores better on val.
+    "a-imfdb-3class-more": (
+        "imfdb",
+        "groups",
+        "imfdb",
+        [
+            "--mode",
+            "finetune",
+            "--epochs",
+            "3",
+            "--size",
+            "96",
+            "--learning-rate",
+            "3e-4",
+            "--base",
+            "{models}/a-imfdb-3class",
+        ],
+    ),
     "b-utk-decades": ("utkface", "groups", "decades", ["--mode", "head", "--epochs", "40"]),
     "c-utk-balanced": ("utkface", "groups", "utk5", ["--mode", "head", "--epochs", "40"]),
 }
