@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+#: Fewest faces with known ages worth calibrating on.
+MIN_FACES = 20
 #: Levels stored in a bundle's calibration; other levels fall back to distribution quantiles.
 LEVELS = (0.5, 0.8, 0.9, 0.95, 0.98)
 METHOD = "split-conformal, scaled by sqrt(sd^2 + floor^2) of the predicted distribution"

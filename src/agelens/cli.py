@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,13 +25,14 @@ from agelens.cli_common import (
     err,
     fail,
     out,
+    predict_with_progress,
     progress_bar,
 )
 from agelens.datasets import read_dataset, select_split
 from agelens.detection import DEFAULT_MAX_SIDE
 from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
-from agelens.evaluation import metrics, predict_samples
+from agelens.evaluation import metrics
 from agelens.gate import Decision
 
 app = typer.Typer(
@@ -254,13 +254,9 @@ def evaluate(
     runs = []
     for name in model or [DEFAULT_BUNDLE]:
         estimator = _estimator(name, groups, tta)
-        with progress_bar(len(samples)) as progress:
-            task = progress.add_task(f"Evaluating {estimator.bundle.name}", total=len(samples))
-            predictions = list(
-                predict_samples(
-                    estimator, samples, aligned=aligned, on_progress=partial(progress.advance, task)
-                )
-            )
+        predictions = predict_with_progress(
+            estimator, samples, f"Evaluating {estimator.bundle.name}", aligned=aligned
+        )
         policy = estimator.bundle.gate_policy(over)
         result = {
             "data": data,

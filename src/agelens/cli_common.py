@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from agelens.datasets import Sample
+from agelens.estimator import AgeEstimator
+from agelens.evaluation import Prediction, predict_samples
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -52,3 +58,25 @@ def progress_bar(total: int) -> Progress:
         disable=total < PROGRESS_FROM or not err.is_terminal,
         transient=True,
     )
+
+
+def predict_with_progress(
+    estimator: AgeEstimator,
+    samples: Sequence[Sample],
+    label: str,
+    *,
+    aligned: bool,
+    distribution: bool = False,
+) -> list[Prediction]:
+    """:func:`predict_samples` over a dataset, with a progress bar on a terminal."""
+    with progress_bar(len(samples)) as progress:
+        task = progress.add_task(label, total=len(samples))
+        return list(
+            predict_samples(
+                estimator,
+                samples,
+                aligned=aligned,
+                distribution=distribution,
+                on_progress=partial(progress.advance, task),
+            )
+        )

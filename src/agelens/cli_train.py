@@ -23,13 +23,13 @@ from agelens.cli_common import (
     err,
     fail,
     out,
+    predict_with_progress,
     progress_bar,
 )
 from agelens.datasets import read_dataset, select_split, spec_label, unique_samples
 from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
-from agelens.evaluation import predict_samples
-from agelens.gate import choose_policy
+from agelens.gate import fit_policy
 from agelens.groups import resolve_scheme
 
 
@@ -166,19 +166,15 @@ def calibrate(
         raise fail(str(error), 2) from error
     if out_dir is None and "package" in estimator.bundle.manifest["artifact"]:
         raise fail("this bundle's weights live in another package: give --out DIR", 2)
-    if len(samples) < 20:
-        raise fail(f"calibration needs at least 20 faces with ages, {data} has {len(samples)}", 2)
-    with progress_bar(len(samples)) as progress:
-        task = progress.add_task("Calibrating", total=len(samples))
-        predictions = list(
-            predict_samples(
-                estimator,
-                samples,
-                aligned=aligned,
-                distribution=True,
-                on_progress=partial(progress.advance, task),
-            )
+    if len(samples) < calibration.MIN_FACES:
+        raise fail(
+            f"calibration needs at least {calibration.MIN_FACES} faces with ages, "
+            f"{data} has {len(samples)}",
+            2,
         )
+    predictions = predict_with_progress(
+        estimator, samples, "Calibrating", aligned=aligned, distribution=True
+    )
     distributions = np.stack([p.face.distribution for p in predictions])
     truth = np.array([p.sample.age for p in predictions], dtype=np.float64)
     manifest = dict(estimator.bundle.manifest)
@@ -186,11 +182,9 @@ def calibrate(
         **calibration.fit(distributions, estimator.bundle.ages, truth, split=split),
         "data": spec_label(data),
     }
-    lower = calibration.intervals(
-        distributions, estimator.bundle.ages, manifest["calibration"], 0.9
+    manifest["gate"] = fit_policy(
+        distributions, estimator.bundle.ages, manifest["calibration"], truth
     )
-    estimates = np.array([p.face.age for p in predictions])
-    manifest["gate"] = choose_policy(estimates, lower[:, 0], truth)
     folder = out_dir or estimator.bundle.model_path.parent
     folder.mkdir(parents=True, exist_ok=True)
     source = estimator.bundle.model_path

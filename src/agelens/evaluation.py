@@ -84,12 +84,18 @@ def confusion(
     return labels, matrix
 
 
+def gate_scores(
+    predictions: Sequence[Prediction], policy: GatePolicy
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """What ``policy`` compares with its pass age, and the true age, for samples with ages."""
+    with_age = [p for p in predictions if p.sample.age is not None]
+    scores = np.array([policy.score(p.face) for p in with_age], dtype=np.float64)
+    return scores, np.array([p.sample.age for p in with_age], dtype=np.float64)
+
+
 def gate_figures(predictions: Sequence[Prediction], policy: GatePolicy) -> dict[str, Any]:
     """Under ``policy``: the share of true 13-17-year-olds and of true 25+ who pass."""
-    with_age = [p for p in predictions if p.sample.age is not None]
-    scores = np.array([policy.score(p.face) for p in with_age])
-    truth = np.array([p.sample.age for p in with_age])
-    minors, adults = pass_rates(scores, truth, policy.pass_age)
+    minors, adults = pass_rates(*gate_scores(predictions, policy), policy.pass_age)
     return {
         "over": policy.over,
         "rule": policy.rule,

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from agelens import calibration
 from agelens.estimates import Face
 
 
@@ -121,3 +123,15 @@ def choose_policy(
         "val_pass_13_17": round(minors, 4),
         "val_pass_25_plus": round(adults, 4),
     }
+
+
+def fit_policy(
+    distributions: NDArray[np.floating],
+    class_ages: list[float],
+    calibration_record: dict[str, Any],
+    true_ages: NDArray[np.floating],
+) -> dict[str, float | str]:
+    """:func:`choose_policy` from predicted distributions and their fitted calibration."""
+    estimates = calibration.moments(distributions, class_ages)[0]
+    lower = calibration.intervals(distributions, class_ages, calibration_record, 0.9)[:, 0]
+    return choose_policy(estimates, lower, true_ages)

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from agelens.errors import ImageError
-from agelens.evaluation import Prediction
+from agelens.evaluation import Prediction, gate_scores
 from agelens.gate import GatePolicy, pass_rates
 from agelens.groups import GroupScheme
 from agelens.images import load_image
@@ -134,10 +134,7 @@ def _model_section(
 
 
 def _tradeoff(out: Path, slug: str, predictions: list[Prediction], gate: dict[str, Any]) -> str:
-    with_age = [p for p in predictions if p.sample.age is not None]
-    policy = GatePolicy(gate["over"], gate["buffer"], gate["rule"])
-    scores = np.array([policy.score(p.face) for p in with_age])
-    truth = np.array([p.sample.age for p in with_age])
+    scores, truth = gate_scores(predictions, GatePolicy(gate["over"], gate["buffer"], gate["rule"]))
     rates = np.array([pass_rates(scores, truth, gate["over"] + b) for b in BUFFERS])
     return plot_gate_tradeoff(
         BUFFERS, rates[:, 0], rates[:, 1], gate["buffer"], out / f"{slug}-gate.png", gate["over"]

@@ -30,7 +30,7 @@ from agelens.datasets import (
     write_split,
 )
 from agelens.errors import DatasetError
-from agelens.gate import choose_policy
+from agelens.gate import fit_policy
 from agelens.groups import GroupScheme
 from agelens.network import export_onnx, load_onnx_weights
 from agelens.plots import plot_curves
@@ -208,7 +208,7 @@ def _fit_on_val_and_score(
     extra: dict[str, Any] = {"inference": {"flip_tta": bool(flip)}}
     metrics = {"val": score(val_p, sets["val"]), "test": score(test_p, sets["test"])}
     known = ~np.isnan(sets["val"].ages)
-    if known.sum() >= 20:
+    if known.sum() >= calibration.MIN_FACES:
         record = calibration.fit(val_p[known], ages, sets["val"].ages[known])
         extra["calibration"] = record
         test_known = ~np.isnan(sets["test"].ages)
@@ -217,9 +217,7 @@ def _fit_on_val_and_score(
             metrics["test"]["coverage90"] = round(
                 calibration.coverage(bounds, sets["test"].ages[test_known]), 4
             )
-        val_mean = calibration.moments(val_p[known], ages)[0]
-        val_low = calibration.intervals(val_p[known], ages, record, 0.9)[:, 0]
-        extra["gate"] = choose_policy(val_mean, val_low, sets["val"].ages[known])
+        extra["gate"] = fit_policy(val_p[known], ages, record, sets["val"].ages[known])
     extra["metrics"] = metrics
     return extra
 

@@ -259,14 +259,23 @@ def predict_probabilities(
     return torch.cat(outputs)
 
 
+def _val_scores(
+    objective: Objective, probabilities: torch.Tensor, ages: torch.Tensor, groups: torch.Tensor
+) -> dict[str, float]:
+    """``val_loss`` and the task's ``val_`` metrics, ``val_score`` (lower is better) among them."""
+    with torch.inference_mode():
+        loss = float(objective.loss(torch.log(probabilities.clamp_min(1e-12)), ages, groups))
+    scores = objective.score(probabilities, ages, groups)
+    return {"val_loss": loss, **{f"val_{k}": v for k, v in scores.items()}}
+
+
 def _evaluate(
     net: AgeNet, data: LabelledChips, normalise: Normalise, objective: Objective
 ) -> dict[str, float]:
     probabilities = predict_probabilities(net, data.chips, normalise)
-    ages, groups = torch.from_numpy(data.ages), torch.from_numpy(data.groups)
-    with torch.inference_mode():
-        loss = float(objective.loss(torch.log(probabilities.clamp_min(1e-12)), ages, groups))
-    return {"loss": loss, **objective.score(probabilities, ages, groups)}
+    return _val_scores(
+        objective, probabilities, torch.from_numpy(data.ages), torch.from_numpy(data.groups)
+    )
 
 
 class _BestSoFar:
@@ -343,10 +352,11 @@ def _finetune(
             seen += len(index)
             if on_step:
                 on_step(step + 1, steps_per_epoch)
-        row = {"epoch": epoch, "train_loss": running / seen}
-        row.update(
-            {f"val_{k}": v for k, v in _evaluate(net, val_set, normalise, objective).items()}
-        )
+        row = {
+            "epoch": epoch,
+            "train_loss": running / seen,
+            **_evaluate(net, val_set, normalise, objective),
+        }
         history.append(row)
         if on_epoch:
             on_epoch(row)
@@ -358,10 +368,11 @@ def _finetune(
     if len(averaged) > 1:
         # The last epochs' weights, averaged (no batch norm to re-estimate in this network).
         net.load_state_dict({k: sum(s[k] for s in averaged) / len(averaged) for k in averaged[0]})
-        row = {"epoch": len(history) + 1, "averaged_epochs": len(averaged)}
-        row.update(
-            {f"val_{k}": v for k, v in _evaluate(net, val_set, normalise, objective).items()}
-        )
+        row = {
+            "epoch": len(history) + 1,
+            "averaged_epochs": len(averaged),
+            **_evaluate(net, val_set, normalise, objective),
+        }
         if on_epoch:
             on_epoch(row)
         if row["val_score"] < best.score:
@@ -407,13 +418,11 @@ def _train_head(
             running += loss.item() * len(index)
         with torch.inference_mode():
             probabilities = torch.softmax(head(val_features), dim=1)
-            val_loss = float(
-                objective.loss(torch.log(probabilities.clamp_min(1e-12)), val_ages, val_groups)
-            )
-        row = {"epoch": epoch, "train_loss": running / len(order), "val_loss": val_loss}
-        row.update(
-            {f"val_{k}": v for k, v in objective.score(probabilities, val_ages, val_groups).items()}
-        )
+        row = {
+            "epoch": epoch,
+            "train_loss": running / len(order),
+            **_val_scores(objective, probabilities, val_ages, val_groups),
+        }
         history.append(row)
         if on_epoch:
             on_epoch(row)
@@ -426,13 +435,11 @@ def _train_head(
 def _features(
     net: AgeNet, chips: NDArray[np.uint8], normalise: Normalise, *, mirror: bool
 ) -> torch.Tensor:
+    """Pooled features of every chip, then (``mirror``) of every mirrored chip."""
     outputs = []
     with torch.inference_mode():
-        for start in range(0, len(chips), 256):
-            x = normalise(torch.from_numpy(chips[start : start + 256]))
-            outputs.append(net.features(x))
-        if mirror:
+        for flipped in (False, True) if mirror else (False,):
             for start in range(0, len(chips), 256):
                 x = normalise(torch.from_numpy(chips[start : start + 256]))
-                outputs.append(net.features(x.flip(3)))
+                outputs.append(net.features(x.flip(3) if flipped else x))
     return torch.cat(outputs).clone()
