@@ -101,10 +101,22 @@ def test_grey_and_palette_become_rgb(astronaut):
 
 def test_exif_orientation_is_applied(astronaut):
     image = Image.fromarray(astronaut[:, :300])  # 300 wide, 512 tall
+    loaded = load_image(encode(image, "JPEG", exif=_turned()))
+    assert loaded.shape == (300, 512, 3)
+
+
+def test_a_pil_image_is_turned_upright_without_changing_the_callers(astronaut):
+    image = Image.open(
+        io.BytesIO(encode(Image.fromarray(astronaut[:, :300]), "JPEG", exif=_turned()))
+    )
+    assert load_image(image).shape == (300, 512, 3)
+    assert image.size == (300, 512) and image.getexif()[0x0112] == 6
+
+
+def _turned() -> Image.Exif:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    loaded = load_image(encode(image, "JPEG", exif=exif))
-    assert loaded.shape == (300, 512, 3)
+    return exif
 
 
 def test_float_and_grey_arrays():

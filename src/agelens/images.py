@@ -50,7 +50,7 @@ def load_image(
         return _array_to_rgb(source, max_pixels)
     if isinstance(source, Image.Image):
         _check_pixels(source.size, max_pixels)
-        return _pil_to_rgb(source)
+        return _pil_to_rgb(source.copy())
     if isinstance(source, bytes | bytearray):
         return _decode(bytes(source), "<bytes>", max_pixels, still_only)
     if isinstance(source, str | os.PathLike):
@@ -103,13 +103,18 @@ def _check_pixels(size: tuple[int, int], max_pixels: int, name: str = "<image>")
 
 
 def _pil_to_rgb(image: Image.Image) -> RGBImage:
-    """Apply EXIF orientation and bring any mode (grey, palette, CMYK, 16-bit, alpha) to RGB."""
-    image = ImageOps.exif_transpose(image)
+    """Apply EXIF orientation and bring any mode (grey, palette, CMYK, 16-bit, alpha) to RGB.
+
+    ``image`` is turned in place: pass a copy of an image the caller still holds.
+    """
+    ImageOps.exif_transpose(image, in_place=True)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         image = Image.fromarray(_scale_to_uint8(np.asarray(image)))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = _flatten_alpha(image.convert("RGBA"))
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
