@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.cbook
@@ -9,7 +10,15 @@ import numpy as np
 import pytest
 from skimage import data
 
-from agelens import AgeEstimator
+from agelens import AgeEstimator, load_bundle
+
+
+@pytest.fixture(scope="session")
+def fp32_manifest() -> Callable[..., dict]:
+    """Makes the default bundle's manifest for a folder of its own: fp32 weights only, as
+    the int8 variant file stays in AgeLens's folder."""
+    base = {key: value for key, value in load_bundle().manifest.items() if key != "variants"}
+    return lambda **changes: {**base, "inference": {"flip_tta": True}, **changes}
 
 
 @pytest.fixture(scope="session")

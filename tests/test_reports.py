@@ -44,11 +44,11 @@ def test_eda_counts_grey_images(tmp_path, face_dataset):
     assert json.loads((tmp_path / "r" / "eda.json").read_text())["grey_share"] == 0.4
 
 
-def test_evaluate_report_compares_models(face_dataset, tmp_path):
+def test_evaluate_report_compares_models(face_dataset, tmp_path, fp32_manifest):
     report = tmp_path / "report"
     second = tmp_path / "second"
     second.mkdir()
-    manifest = dict(load_bundle().manifest, name="cydral-copy")
+    manifest = fp32_manifest(name="cydral-copy")
     manifest["gate"] = {"over": 18, "buffer": 3.0, "rule": "lower_bound"}
     (second / "manifest.json").write_text(json.dumps(manifest))
     result = runner.invoke(
@@ -107,8 +107,9 @@ def test_calibrate_writes_intervals_and_gate_into_a_copy(face_dataset, tmp_path)
         "0.9"
     }
     assert manifest["gate"]["over"] == 18 and manifest["gate"]["buffer"] >= 0
-    calibrated = load_bundle(out)
-    assert calibrated.model_path == load_bundle().model_path
+    fp32 = load_bundle(out, precision="fp32")
+    assert fp32.model_path == load_bundle(precision="fp32").model_path  # still the package's
+    assert load_bundle(out).model_path == out / "model-int8.onnx"  # the variant is copied
 
 
 def test_calibrate_will_not_write_into_another_package(face_dataset):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from agelens import AgeEstimator
 from agelens.alignment import Aligner
-from agelens.bundles import load_bundle
+from agelens.bundles import FP32, load_bundle
 from agelens.chips import AlignmentSettings, load_chips
 from agelens.datasets import read_dataset, unique_samples
 from agelens.groups import IMFDB
@@ -30,7 +30,7 @@ from agelens.training import (
 
 @pytest.fixture(scope="module")
 def bundle():
-    return load_bundle()
+    return load_bundle(precision=FP32)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_exported_onnx_gives_the_torch_outputs(tmp_path, bundle, base_net):
 
 
 def test_widened_head_keeps_the_base_ages(base_net):
-    net = load_onnx_weights(load_bundle().model_path)
+    net = load_onnx_weights(load_bundle(precision=FP32).model_path)
     widen_head(net, 117)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

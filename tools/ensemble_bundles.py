@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from agelens.bundles import load_bundle
+from agelens.bundles import FP32, load_bundle
 from agelens.network import Ensemble, load_onnx_weights
 from agelens.train_job import JobOptions, prepare, write_bundle
 from agelens.training import TrainConfig, TrainResult
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
-    members = [load_bundle(path) for path in args.model]
+    members = [load_bundle(path, precision=FP32) for path in args.model]
     first = members[0]
     for member in members[1:]:
         for section in SHARED:

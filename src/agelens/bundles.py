@@ -23,6 +23,9 @@ from agelens.gate import ESTIMATE, GatePolicy
 DEFAULT_BUNDLE = "cydral-v1"
 DEFAULT_DETECTOR = "yunet-2023"
 AGE, FACE_DETECTION = "age", "face-detection"
+#: Numeric precisions a bundle may ship: its own weights, and an optional quantized variant.
+FP32, INT8 = "fp32", "int8"
+PRECISIONS = (FP32, INT8)
 #: Challenge 25: over 18 with 7 years' buffer, the fallback gate policy.
 CHALLENGE_BUFFER = 7.0
 _BUILTIN_ROOT = importlib.resources.files("agelens") / "models"
@@ -35,6 +38,9 @@ class Bundle:
     name: str
     manifest: dict[str, Any]
     model_path: Path
+    #: The manifest's folder, where the bundle's own files (history, variants) live.
+    folder: Path
+    precision: str = FP32
 
     @property
     def task(self) -> str:
@@ -150,21 +156,43 @@ def describe_builtin_bundles() -> list[dict[str, Any]]:
 
 
 def load_bundle(
-    name_or_path: str | Path = DEFAULT_BUNDLE, *, task: str = AGE, verify: bool = True
+    name_or_path: str | Path = DEFAULT_BUNDLE,
+    *,
+    task: str = AGE,
+    verify: bool = True,
+    precision: str | None = None,
 ) -> Bundle:
-    """Resolve a bundle by built-in name or path, and check its weights against the manifest."""
-    manifest_path = _manifest_path(name_or_path)
+    """Resolve a bundle by built-in name or path, and check its weights against the manifest.
+
+    ``precision`` picks the weights: ``fp32`` (the network as published) or ``int8``
+    (a quantized variant listed under the manifest's ``variants``); by default the
+    manifest's ``inference.precision``, else ``fp32``.
+    """
+    manifest_path = Path(str(_manifest_path(name_or_path)))
     try:
-        manifest = json.loads(Path(str(manifest_path)).read_text())
+        manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ModelError(f"{manifest_path}: unreadable manifest ({error})") from error
     _validate(manifest, manifest_path, task)
-    model_path = _artifact_path(manifest, Path(str(manifest_path)).parent)
+    name = str(manifest.get("name", manifest_path.parent.name))
+    precision = precision or str(manifest.get("inference", {}).get("precision", FP32))
+    artifact = _artifact_for(manifest, name, precision)
+    model_path = _artifact_path(artifact, manifest_path.parent)
     if verify:
-        _verify_checksum(model_path, manifest["artifact"]["sha256"])
-    return Bundle(
-        str(manifest.get("name", Path(str(manifest_path)).parent.name)), manifest, model_path
-    )
+        _verify_checksum(model_path, artifact["sha256"])
+    return Bundle(name, manifest, model_path, manifest_path.parent, precision)
+
+
+def _artifact_for(manifest: dict[str, Any], name: str, precision: str) -> dict[str, Any]:
+    """The manifest's entry for the weights of ``precision``."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == FP32:
+        return dict(manifest["artifact"])
+    variant = manifest.get("variants", {}).get(precision)
+    if not isinstance(variant, dict) or not {"path", "sha256"} <= variant.keys():
+        raise ModelError(f"{name} has no {precision} variant; use --precision {FP32}")
+    return variant
 
 
 def _manifest_path(name_or_path: str | Path) -> Path:
@@ -195,8 +223,7 @@ def _validate(manifest: Any, where: Path, task: str) -> None:
             raise ModelError(f"{where}: manifest section {section!r} lacks {', '.join(missing)}")
 
 
-def _artifact_path(manifest: dict[str, Any], folder: Path) -> Path:
-    artifact = manifest["artifact"]
+def _artifact_path(artifact: dict[str, Any], folder: Path) -> Path:
     if "package" in artifact:
         try:
             path = Path(str(importlib.resources.files(artifact["package"]) / artifact["path"]))

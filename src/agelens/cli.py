@@ -13,7 +13,7 @@ from rich.table import Table
 
 from agelens import cli_train
 from agelens.annotate import label_of, save_annotated
-from agelens.batch import ImageResult, collect_images, estimate_files
+from agelens.batch import EstimatorPool, ImageResult, collect_images
 from agelens.bundles import DEFAULT_BUNDLE, describe_builtin_bundles
 from agelens.cli_common import (
     AlignedOption,
@@ -21,6 +21,7 @@ from agelens.cli_common import (
     GroupsOption,
     JsonOption,
     ModelOption,
+    PrecisionOption,
     TtaOption,
     err,
     fail,
@@ -45,17 +46,34 @@ app = typer.Typer(
 GATE_EXIT = {Decision.PASS: 0, Decision.REFER: 3, Decision.NO_FACE: 4}
 
 
-def _estimator(model: str, groups: str, tta: bool | None, **options: float) -> AgeEstimator:
+def _estimator(
+    model: str, groups: str, tta: bool | None, precision: str | None, **options: float
+) -> AgeEstimator:
     try:
-        return AgeEstimator(model, groups=groups, tta=tta, **options)  # type: ignore[arg-type]
+        return AgeEstimator(
+            model,
+            groups=groups,
+            tta=tta,
+            precision=precision,
+            **options,  # type: ignore[arg-type]
+        )
     except (AgeLensError, ValueError) as error:
         raise fail(str(error), 2) from error
 
 
-def _run(estimator: AgeEstimator, paths: list[Path], aligned: bool, distribution: bool = False):
-    with progress_bar(len(paths)) as progress:
+def _run(
+    estimator: AgeEstimator,
+    paths: list[Path],
+    aligned: bool,
+    distribution: bool = False,
+    keep_images: bool = False,
+):
+    with EstimatorPool(estimator) as pool, progress_bar(len(paths)) as progress:
         task = progress.add_task("Estimating", total=len(paths))
-        for result in estimate_files(estimator, paths, aligned=aligned, distribution=distribution):
+        results = pool.estimate_files(
+            paths, aligned=aligned, distribution=distribution, keep_images=keep_images
+        )
+        for result in results:
             progress.advance(task)
             yield result
 
@@ -78,6 +96,7 @@ def predict(
     model: ModelOption = DEFAULT_BUNDLE,
     aligned: AlignedOption = False,
     tta: TtaOption = None,
+    precision: PrecisionOption = None,
     distribution: Annotated[
         bool, typer.Option(help="Add the full age distribution and all group probabilities.")
     ] = False,
@@ -93,10 +112,16 @@ def predict(
     Exit code 1 when any file could not be read (the others are still processed).
     """
     estimator = _estimator(
-        model, groups, tta, min_score=min_score, min_face=min_face, detect_max_side=detect_size
+        model,
+        groups,
+        tta,
+        precision,
+        min_score=min_score,
+        min_face=min_face,
+        detect_max_side=detect_size,
     )
     failed = 0
-    for result in _run(estimator, _files(paths), aligned, distribution):
+    for result in _run(estimator, _files(paths), aligned, distribution, annotate is not None):
         failed += result.error is not None
         if annotate is not None and result.image is not None:
             save_annotated(result.image, result.faces, annotate / result.path.name)
@@ -146,13 +171,14 @@ def gate(
     buffer: Annotated[
         float | None,
         typer.Option(
-            help="Years above --over a face must look to pass [the model's fitted buffer, "
-            "else Challenge 25's 7]."
+            help="Years above --over a face must look to pass (default: the model's fitted "
+            "buffer, else Challenge 25's 7)."
         ),
     ] = None,
     as_json: JsonOption = False,
     model: ModelOption = DEFAULT_BUNDLE,
     tta: TtaOption = None,
+    precision: PrecisionOption = None,
 ) -> None:
     """Age gate: pass when every face looks at least OVER + BUFFER, else refer to an ID check.
 
@@ -161,7 +187,7 @@ def gate(
 
     Exit code 0 pass, 3 refer, 4 no face found, 1 unreadable image.
     """
-    estimator = _estimator(model, "imfdb", tta)
+    estimator = _estimator(model, "imfdb", tta, precision)
     try:
         result = estimator.gate(path, over, buffer)
     except (AgeLensError, OSError) as error:
@@ -223,17 +249,22 @@ def evaluate(
     data: DataOption,
     split: Annotated[
         str | None,
-        typer.Option(help="train, val, test or all [test; csv: all]. Content-hash 60/20/20."),
+        typer.Option(
+            help="train, val, test or all (default: test; csv: all). Content-hash 60/20/20."
+        ),
     ] = None,
     groups: GroupsOption = "imfdb",
     model: Annotated[
         list[str] | None,
         typer.Option(
-            "--model", "-m", help="Bundle name or folder; repeat to compare models [cydral-v1]."
+            "--model",
+            "-m",
+            help="Bundle name or folder; repeat to compare models (default: cydral-v1).",
         ),
     ] = None,
     aligned: AlignedOption = False,
     tta: TtaOption = None,
+    precision: PrecisionOption = None,
     over: Annotated[float, typer.Option(help="Threshold of the age-gate figures.")] = 18,
     limit: Annotated[int | None, typer.Option(help="Score only the first N samples.")] = None,
     report: Annotated[
@@ -253,7 +284,7 @@ def evaluate(
         raise fail(f"no samples in split {chosen!r} of {data}", 2)
     runs = []
     for name in model or [DEFAULT_BUNDLE]:
-        estimator = _estimator(name, groups, tta)
+        estimator = _estimator(name, groups, tta, precision)
         predictions = predict_with_progress(
             estimator, samples, f"Evaluating {estimator.bundle.name}", aligned=aligned
         )
@@ -263,10 +294,11 @@ def evaluate(
             "split": chosen,
             "model": estimator.bundle.name,
             "tta": estimator.tta,
+            "precision": estimator.bundle.precision,
             "unreadable": len(samples) - len(predictions),
             **metrics(predictions, scheme=estimator.groups, policy=policy),
         }
-        runs.append((result, predictions, estimator.bundle.model_path.parent))
+        runs.append((result, predictions, estimator.bundle.folder))
         if as_json:
             sys.stdout.write(json.dumps(result) + "\n")
         else:
@@ -308,6 +340,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Server processes, each with its model.")] = 1,
     model: ModelOption = DEFAULT_BUNDLE,
+    precision: PrecisionOption = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted, in MB.")] = 10,
 ) -> None:
     """Serve the REST API (/v1, docs at /docs) and the upload page (/) with uvicorn.
@@ -321,6 +354,8 @@ def serve(
         raise fail("the server needs its extras: pip install 'agelens[server]'", 2) from error
     # Workers are separate processes: they read their settings from the environment.
     os.environ["AGELENS_MODEL"] = model
+    if precision:
+        os.environ["AGELENS_PRECISION"] = precision
     os.environ["AGELENS_MAX_UPLOAD_MB"] = str(max_upload_mb)
     err.print(f"AgeLens on http://{host}:{port}/ (API docs at /docs); photos are never stored.")
     uvicorn.run(

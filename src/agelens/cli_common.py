@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from agelens.batch import EstimatorPool
 from agelens.datasets import Sample
 from agelens.estimator import AgeEstimator
 from agelens.evaluation import Prediction, predict_samples
@@ -31,7 +32,17 @@ AlignedOption = Annotated[
 ]
 TtaOption = Annotated[
     bool | None,
-    typer.Option("--tta/--no-tta", help="Horizontal-flip test-time augmentation [bundle default]."),
+    typer.Option(
+        "--tta/--no-tta",
+        help="Horizontal-flip test-time augmentation (default: the bundle's).",
+    ),
+]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Weights: fp32, or int8 (quantized, about 3x faster) where the bundle has it "
+        "(default: the bundle's)."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 DataOption = Annotated[
@@ -69,11 +80,11 @@ def predict_with_progress(
     distribution: bool = False,
 ) -> list[Prediction]:
     """:func:`predict_samples` over a dataset, with a progress bar on a terminal."""
-    with progress_bar(len(samples)) as progress:
+    with EstimatorPool(estimator) as pool, progress_bar(len(samples)) as progress:
         task = progress.add_task(label, total=len(samples))
         return list(
             predict_samples(
-                estimator,
+                pool,
                 samples,
                 aligned=aligned,
                 distribution=distribution,

@@ -155,7 +155,9 @@ def calibrate(
     aligned: AlignedOption = False,
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="Write the calibrated manifest here [the bundle's folder]."),
+        typer.Option(
+            "--out", help="Write the calibrated manifest here (default: the bundle's folder)."
+        ),
     ] = None,
 ) -> None:
     """Fit conformal 90% intervals and the gate buffer of a bundle on labelled ages."""
@@ -185,10 +187,13 @@ def calibrate(
     manifest["gate"] = fit_policy(
         distributions, estimator.bundle.ages, manifest["calibration"], truth
     )
-    folder = out_dir or estimator.bundle.model_path.parent
+    folder = out_dir or estimator.bundle.folder
     folder.mkdir(parents=True, exist_ok=True)
-    source = estimator.bundle.model_path
-    if "package" not in manifest["artifact"] and source.parent != folder:
-        shutil.copy2(source, folder / manifest["artifact"]["path"])
+    source = estimator.bundle.folder
+    if source != folder:
+        artifacts = [manifest["artifact"], *manifest.get("variants", {}).values()]
+        for artifact in artifacts:
+            if "package" not in artifact:
+                shutil.copy2(source / artifact["path"], folder / artifact["path"])
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     out.print_json(json.dumps({"calibration": manifest["calibration"], "gate": manifest["gate"]}))

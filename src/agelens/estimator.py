@@ -58,6 +58,7 @@ class AgeEstimator:
         detector: str | Bundle = DEFAULT_DETECTOR,
         groups: str | GroupScheme = IMFDB,
         tta: bool | None = None,
+        precision: str | None = None,
         interval_level: float = DEFAULT_INTERVAL_LEVEL,
         detect_max_side: int = DEFAULT_MAX_SIDE,
         min_score: float = DEFAULT_MIN_SCORE,
@@ -67,7 +68,9 @@ class AgeEstimator:
     ) -> None:
         if not 0.0 < interval_level < 1.0:
             raise ValueError(f"interval_level must be within (0, 1), got {interval_level}")
-        self.bundle = model if isinstance(model, Bundle) else load_bundle(model)
+        self.bundle = (
+            model if isinstance(model, Bundle) else load_bundle(model, precision=precision)
+        )
         self.groups = resolve_scheme(groups)
         self.tta = self.bundle.flip_tta if tta is None else tta
         self.interval_level = interval_level

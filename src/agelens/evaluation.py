@@ -10,10 +10,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agelens import calibration
-from agelens.batch import estimate_files
+from agelens.batch import EstimatorPool
 from agelens.datasets import Sample
 from agelens.estimates import Face
-from agelens.estimator import AgeEstimator
 from agelens.gate import GatePolicy, pass_rates
 from agelens.groups import GroupScheme
 
@@ -38,7 +37,7 @@ class Prediction:
 
 
 def predict_samples(
-    estimator: AgeEstimator,
+    pool: EstimatorPool,
     samples: Sequence[Sample],
     *,
     aligned: bool = False,
@@ -46,21 +45,17 @@ def predict_samples(
     on_progress: Callable[[], None] | None = None,
 ) -> Iterator[Prediction]:
     """The largest face of each readable sample; the whole image when no face is found."""
-    results = estimate_files(
-        estimator, [sample.path for sample in samples], aligned=aligned, distribution=distribution
+    results = pool.estimate_files(
+        [sample.path for sample in samples],
+        aligned=aligned,
+        distribution=distribution,
+        whole_if_no_face=True,
     )
     for sample, result in zip(samples, results, strict=True):
         if on_progress:
             on_progress()
-        if result.image is None:
-            continue
         if result.faces:
-            yield Prediction(sample, result.faces[0], True)
-        else:
-            (whole,) = estimator.estimate_arrays(
-                [result.image], aligned=True, distribution=distribution
-            )
-            yield Prediction(sample, whole[0], False)
+            yield Prediction(sample, result.faces[0], not result.whole_image)
 
 
 def true_group(sample: Sample, scheme: GroupScheme) -> str | None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from agelens import calibration
-from agelens.bundles import DEFAULT_BUNDLE, Bundle, load_bundle
+from agelens.bundles import DEFAULT_BUNDLE, FP32, Bundle, load_bundle
 from agelens.chips import AlignmentSettings, ChipSet, load_chips
 from agelens.datasets import (
     Dataset,
@@ -115,7 +115,7 @@ def prepare(options: JobOptions, *, show_progress: bool = True) -> PreparedData:
     dataset = read_dataset(options.data)
     options.out.mkdir(parents=True, exist_ok=True)
     counts = write_split(dataset, options.out / "split.json")
-    base = load_bundle(options.base)
+    base = load_bundle(options.base, precision=FP32)
     settings = AlignmentSettings(options.size, base.chip_padding, options.border, options.aligned)
     chips = load_chips(
         unique_samples(dataset), settings, cache_dir=options.cache_dir, show_progress=show_progress

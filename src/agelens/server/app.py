@@ -109,7 +109,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.estimator = estimator or await anyio.to_thread.run_sync(
             lambda: AgeEstimator(
-                settings.model, max_pixels=settings.max_pixels, threads=settings.threads
+                settings.model,
+                precision=settings.precision,
+                max_pixels=settings.max_pixels,
+                threads=settings.threads,
             )
         )
         app.state.slots = anyio.CapacityLimiter(settings.inference_slots)

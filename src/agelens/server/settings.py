@@ -19,6 +19,7 @@ DEFAULT_INFERENCE_SLOTS = os.cpu_count() or 1
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
     model: str = DEFAULT_BUNDLE
+    precision: str | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_pixels: int = DEFAULT_MAX_PIXELS
     api_key: str | None = None
@@ -28,13 +29,15 @@ class ServerSettings:
 
     @classmethod
     def from_env(cls) -> ServerSettings:
-        """``AGELENS_MODEL``, ``AGELENS_MAX_UPLOAD_MB``, ``AGELENS_MAX_PIXELS``,
-        ``AGELENS_API_KEY``, ``AGELENS_CORS_ORIGINS`` (comma-separated), ``AGELENS_SLOTS``,
-        ``AGELENS_THREADS`` (onnxruntime threads per network)."""
+        """``AGELENS_MODEL``, ``AGELENS_PRECISION``, ``AGELENS_MAX_UPLOAD_MB``,
+        ``AGELENS_MAX_PIXELS``, ``AGELENS_API_KEY``, ``AGELENS_CORS_ORIGINS``
+        (comma-separated), ``AGELENS_SLOTS``, ``AGELENS_THREADS`` (onnxruntime threads
+        per network)."""
         env = os.environ
         origins = env.get("AGELENS_CORS_ORIGINS", "")
         return cls(
             model=env.get("AGELENS_MODEL", DEFAULT_BUNDLE),
+            precision=env.get("AGELENS_PRECISION") or None,
             max_upload_bytes=round(
                 float(env.get("AGELENS_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_BYTES / 2**20)) * 2**20
             ),

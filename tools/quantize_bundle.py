@@ -1,0 +1,137 @@
+"""Add an int8 variant to an age bundle: the same network, about 3x faster on a CPU.
+
+onnxruntime's static quantization (QDQ, int8 weights per output channel, uint8
+activations) needs the range of every activation, which it measures on sample chips.
+Those chips come from photos that installed packages ship in the public domain
+(scikit-image's astronaut and camera, matplotlib's Grace Hopper), each aligned the
+way the bundle aligns faces and varied by flips, shifts, rotation, brightness,
+contrast and grey, so the variant carries no trace of a research-only dataset and
+keeps the licence of the network it comes from.
+
+The variant is written next to the manifest as ``model-int8.onnx`` and listed under
+``variants.int8``; AgeLens runs it when ``--precision int8`` is asked for, or by
+default where the manifest's ``inference.precision`` says ``int8``. Check the variant
+with ``agelens evaluate --precision int8`` before making it a default.
+
+    python tools/quantize_bundle.py --model cydral-v1 --out src/agelens/models/cydral-v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import skimage.data
+import torch
+from matplotlib import cbook
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from agelens import AgeEstimator, load_image
+from agelens.alignment import landmark_box
+from agelens.bundles import FP32, Bundle
+from agelens.training import augment
+
+VARIANT_FILE = "model-int8.onnx"
+PHOTOS = {
+    "scikit-image astronaut": skimage.data.astronaut,
+    "scikit-image camera": skimage.data.camera,
+    "matplotlib grace_hopper.jpg": lambda: cbook.get_sample_data(
+        "grace_hopper.jpg", asfileobj=False
+    ),
+}
+BATCH = 32
+#: The output layer and softmax stay float: 8-bit logits or probabilities would round the
+#: age distribution (probabilities in steps of 1/255 that no longer sum to 1).
+HEAD_OPS = ("Gemm", "MatMul", "Softmax")
+
+
+def sample_chips(estimator: AgeEstimator, count: int, seed: int) -> np.ndarray:
+    """``count`` varied chips, and their mirror images, of the faces in the package photos."""
+    faces = []
+    for name, photo in PHOTOS.items():
+        image = load_image(photo())
+        found = estimator.detector.detect(image)
+        if not found:
+            raise SystemExit(f"no face found in {name}")
+        for face in found:
+            faces.append(estimator.aligner.chip(image, landmark_box(face.landmarks))[0])
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float()
+    repeats = -(-count // len(faces))
+    varied = augment(pixels.repeat(repeats, 1, 1, 1)[:count], generator)
+    chips = varied.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    return np.concatenate([chips, chips[:, :, ::-1]])
+
+
+class ChipReader(CalibrationDataReader):
+    """Feeds normalised NCHW batches of the sample chips to the calibrator."""
+
+    def __init__(self, bundle: Bundle, chips: np.ndarray) -> None:
+        mean = np.asarray(bundle.mean, dtype=np.float32)
+        inputs = (chips.astype(np.float32) - mean) * np.float32(bundle.scale)
+        inputs = inputs.transpose(0, 3, 1, 2)
+        self._batches = iter(
+            {bundle.input_name: np.ascontiguousarray(inputs[start : start + BATCH])}
+            for start in range(0, len(inputs), BATCH)
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="bundle name or folder")
+    parser.add_argument("--out", type=Path, required=True, help="the bundle's own folder")
+    parser.add_argument("--samples", type=int, default=256, help="varied chips (plus mirrors)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    estimator = AgeEstimator(args.model, precision=FP32)
+    bundle = estimator.bundle
+    chips = sample_chips(estimator, args.samples, args.seed)
+    target = args.out / VARIANT_FILE
+    with tempfile.TemporaryDirectory() as folder:
+        prepared = Path(folder) / "prepared.onnx"
+        quant_pre_process(str(bundle.model_path), str(prepared))
+        head = [node.name for node in onnx.load(prepared).graph.node if node.op_type in HEAD_OPS]
+        quantize_static(
+            str(prepared),
+            str(target),
+            ChipReader(bundle, chips),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile,
+            nodes_to_exclude=head,
+        )
+    manifest_path = args.out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest.setdefault("variants", {})["int8"] = {
+        "path": VARIANT_FILE,
+        "bytes": target.stat().st_size,
+        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+        "made_by": "onnxruntime static quantization: QDQ, per-channel int8 weights, "
+        "uint8 activations, percentile ranges; the output layer and softmax stay float",
+        "calibration_chips": f"{len(chips)} varied chips of the faces in "
+        + ", ".join(PHOTOS)
+        + " (public domain and CC0)",
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"{target}: {target.stat().st_size / 1e6:.1f} MB, listed in {manifest_path}")
+
+
+if __name__ == "__main__":
+    main()
