@@ -22,6 +22,7 @@ from agelens.training import (
     Normalise,
     Objective,
     TrainConfig,
+    augment,
     class_ages_for,
     train,
     widen_head,
@@ -61,6 +62,19 @@ def test_exported_onnx_gives_the_torch_outputs(tmp_path, bundle, base_net):
         expected = torch.softmax(net(torch.from_numpy(x)), 1).numpy()
     (got,) = session.run(None, {"images": x})
     assert got.shape == (3, 101) and np.abs(got - expected).max() < 1e-5
+
+
+def test_low_resolution_augmentation_blurs_the_share_it_is_given(astronaut):
+    face = torch.from_numpy(astronaut[40:232, 150:342:2][::2]).permute(2, 0, 1).float()
+    batch = face[None].repeat(32, 1, 1, 1)
+
+    def detail(low_resolution: float) -> float:
+        out = augment(batch, torch.Generator().manual_seed(3), low_resolution)
+        return float((out[..., 1:] - out[..., :-1]).abs().mean())  # neighbour differences
+
+    sharp, some, all_low = detail(0.0), detail(0.3), detail(1.0)
+    assert all_low < some < sharp
+    assert all_low < 0.85 * sharp
 
 
 def test_widened_head_keeps_the_base_ages(base_net):

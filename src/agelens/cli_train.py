@@ -83,8 +83,19 @@ def train(
         bool, typer.Option("--class-weights", help="Weight groups by inverse frequency.")
     ] = False,
     augment: Annotated[
-        bool, typer.Option("--augment/--no-augment", help="Flip, shift, scale, light, grey.")
+        bool,
+        typer.Option(
+            "--augment/--no-augment", help="Flip, shift, scale, low resolution, light, grey."
+        ),
     ] = True,
+    low_resolution: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of augmented chips shown at a lower resolution, as small faces are.",
+        ),
+    ] = 0.3,
     patience: Annotated[int, typer.Option(help="Epochs without val gain before stopping.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of initialisation order and augmentation.")] = 0,
     base: Annotated[
@@ -121,6 +132,7 @@ def train(
         backbone_lr_ratio=backbone_lr_ratio,
         class_weights=class_weights,
         augment=augment,
+        low_resolution=low_resolution,
         patience=patience,
         seed=seed,
     )

@@ -53,6 +53,8 @@ class TrainConfig:
     l1_weight: float = 0.1
     class_weights: bool = False
     augment: bool = True
+    #: Share of augmented chips shown at a lower resolution (see :func:`augment`).
+    low_resolution: float = 0.3
     patience: int = 4
     average_last: int = 3
     seed: int = 0
@@ -114,9 +116,16 @@ class Normalise:
         return normalised.contiguous(memory_format=torch.channels_last)
 
 
-def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flip, small shift/scale/rotation (edges repeated), brightness, contrast, some grey.
+def augment(
+    batch: torch.Tensor, generator: torch.Generator, low_resolution: float = 0.3
+) -> torch.Tensor:
+    """Flip, small shift/scale/rotation (edges repeated), low resolution, brightness,
+    contrast, some grey.
 
+    Low resolution: a share (``low_resolution``) of the chips is shrunk to between a quarter
+    and three quarters of its side and enlarged back, as a small face in a photo is.
+    Without it, a network fine-tuned on sharp crops reads blurred faces as younger
+    (UTKFace test, 96-px chips seen at 48 px: mean error -1.8 years, -3.3 for ages 31-50).
     Works on float NCHW pixels in 0-255, before normalisation.
     """
     n = batch.shape[0]
@@ -134,6 +143,14 @@ def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     )
     grid = functional.affine_grid(theta, list(batch.shape), align_corners=False)
     batch = functional.grid_sample(batch, grid, padding_mode="border", align_corners=False)
+    size = batch.shape[-1]
+    side = int(torch.randint(size // 4, size * 3 // 4 + 1, (1,), generator=generator))
+    small = functional.interpolate(batch, size=(side, side), mode="area")
+    enlarged = functional.interpolate(
+        small, size=(size, size), mode="bilinear", align_corners=False
+    )
+    to_low = (torch.rand(n, generator=generator) < low_resolution).view(-1, 1, 1, 1)
+    batch = torch.where(to_low, enlarged, batch)
     grey = batch.mean(dim=1, keepdim=True)
     to_grey = (torch.rand(n, generator=generator) < 0.15).view(-1, 1, 1, 1)
     batch = torch.where(to_grey, grey.expand_as(batch), batch)
@@ -341,7 +358,7 @@ def _finetune(
             index = order[start : start + config.batch_size]
             pixels = chips[index].permute(0, 3, 1, 2).float()
             if config.augment:
-                pixels = augment(pixels, generator)
+                pixels = augment(pixels, generator, config.low_resolution)
             x = normalise.pixels(pixels)
             loss = objective.loss(net(x), ages[index], groups[index])
             optimiser.zero_grad(set_to_none=True)
