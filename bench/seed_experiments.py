@@ -135,17 +135,18 @@ KEPT = (
 )
 
 
-def agelens(*arguments: str) -> list[dict[str, Any]]:
-    """Run the CLI; the JSON lines it prints."""
+def agelens(*arguments: str) -> str:
+    """Run the CLI; what it prints."""
     done = subprocess.run(
         [sys.executable, "-m", "agelens", *arguments], check=True, capture_output=True, text=True
     )
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return done.stdout
 
 
 def evaluate(spec: str, groups: str, models: list[str], *extra: str) -> list[dict[str, Any]]:
     options = [option for model in models for option in ("--model", model)]
-    rows = agelens("evaluate", "--data", spec, "--groups", groups, *options, *extra, "--json")
+    printed = agelens("evaluate", "--data", spec, "--groups", groups, *options, *extra, "--json")
+    rows = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
     return [
         {key: row[key] for key in (*KEPT, "per_band", "by_gender", "by_race") if key in row}
         for row in rows
