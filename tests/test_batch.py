@@ -25,6 +25,16 @@ def test_worker_processes_give_the_results_of_one_process(estimator, face_datase
     assert ages == [[pytest.approx(face.age, abs=1e-6) for face in r.faces] for r in alone]
 
 
+def test_an_estimator_with_thread_pools_is_shared_by_threads_not_forked(face_dataset: Path):
+    from agelens import AgeEstimator
+
+    paths = collect_images([face_dataset])
+    with EstimatorPool(AgeEstimator(threads=2), workers=2) as pool:
+        assert not pool.uses_processes
+        results = list(pool.estimate_files(paths, aligned=True))
+    assert sum(result.error is None for result in results) == len(paths) - 1
+
+
 def test_images_come_back_only_when_asked_for(estimator, face_dataset: Path):
     paths = collect_images([face_dataset])[:3]
     assert all(r.image is None for r in estimate_files(estimator, paths, aligned=True))

@@ -83,7 +83,11 @@ class EstimatorPool:
 
     @property
     def uses_processes(self) -> bool:
-        return self.workers > 1 and _can_fork()
+        # A fork copies no threads, and onnxruntime's maintainers say its thread pools cannot
+        # be shared between processes: an estimator with more than one thread per network
+        # call stays in this process, shared by threads.
+        single_threaded = (self.estimator.threads or 1) == 1
+        return self.workers > 1 and single_threaded and _can_fork()
 
     def __enter__(self) -> EstimatorPool:
         if self.uses_processes:

@@ -86,6 +86,8 @@ class AgeEstimator:
             self.bundle.input_size, self.bundle.chip_padding, self.bundle.chip_border
         )
         self.model = AgeModel(self.bundle, threads=threads)
+        #: onnxruntime threads per network call (None: one).
+        self.threads = threads
 
     def estimate(
         self,
