@@ -41,6 +41,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from agelens import AgeEstimator, load_image
 from agelens.alignment import landmark_box
 from agelens.bundles import FP32, Bundle
+from agelens.model import network_input
 from agelens.training import augment
 
 VARIANT_FILE = "model-int8.onnx"
@@ -79,12 +80,9 @@ class ChipReader(CalibrationDataReader):
     """Feeds normalised NCHW batches of the sample chips to the calibrator."""
 
     def __init__(self, bundle: Bundle, chips: np.ndarray) -> None:
-        mean = np.asarray(bundle.mean, dtype=np.float32)
-        inputs = (chips.astype(np.float32) - mean) * np.float32(bundle.scale)
-        inputs = inputs.transpose(0, 3, 1, 2)
         self._batches = iter(
-            {bundle.input_name: np.ascontiguousarray(inputs[start : start + BATCH])}
-            for start in range(0, len(inputs), BATCH)
+            {bundle.input_name: network_input(chips[start : start + BATCH], bundle)}
+            for start in range(0, len(chips), BATCH)
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:

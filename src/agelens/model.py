@@ -18,7 +18,6 @@ class AgeModel:
     def __init__(self, bundle: Bundle, *, threads: int | None = None) -> None:
         self.bundle = bundle
         self._session = open_session(bundle.model_path, threads)
-        self._mean = np.asarray(bundle.mean, dtype=np.float32)
         self._check_output_width()
 
     def _check_output_width(self) -> None:
@@ -48,12 +47,18 @@ class AgeModel:
         return probabilities
 
     def _run(self, chips: NDArray[np.uint8]) -> NDArray[np.float32]:
-        inputs = (chips.astype(np.float32) - self._mean) * np.float32(self.bundle.scale)
-        inputs = np.ascontiguousarray(inputs.transpose(0, 3, 1, 2))
+        inputs = network_input(chips, self.bundle)
         (outputs,) = self._session.run([self.bundle.output_name], {self.bundle.input_name: inputs})
         if not self.bundle.manifest["output"].get("softmax_in_graph", True):
             outputs = _softmax(outputs)
         return outputs.astype(np.float32, copy=False)
+
+
+def network_input(chips: NDArray[np.uint8], bundle: Bundle) -> NDArray[np.float32]:
+    """``[N, size, size, 3]`` RGB chips -> the network's normalised ``[N, 3, size, size]`` input."""
+    mean = np.asarray(bundle.mean, dtype=np.float32)
+    inputs = (chips.astype(np.float32) - mean) * np.float32(bundle.scale)
+    return np.ascontiguousarray(inputs.transpose(0, 3, 1, 2))
 
 
 def _softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
