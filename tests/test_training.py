@@ -72,9 +72,20 @@ def test_low_resolution_augmentation_blurs_the_share_it_is_given(astronaut):
         out = augment(batch, torch.Generator().manual_seed(3), low_resolution)
         return float((out[..., 1:] - out[..., :-1]).abs().mean())  # neighbour differences
 
-    sharp, some, all_low = detail(0.0), detail(0.3), detail(1.0)
+    # A share too small to pick any chip: the same random draws as the others, nothing blurred.
+    sharp, some, all_low = detail(1e-9), detail(0.3), detail(1.0)
     assert all_low < some < sharp
     assert all_low < 0.85 * sharp
+
+
+def test_no_low_resolution_leaves_the_random_draws_as_they_were(astronaut):
+    batch = torch.from_numpy(astronaut[:96, :96]).permute(2, 0, 1).float()[None].repeat(8, 1, 1, 1)
+    generator = torch.Generator().manual_seed(5)
+    augment(batch, generator, low_resolution=0.0)
+    after = torch.rand(4, generator=generator)
+    generator = torch.Generator().manual_seed(5)
+    augment(batch, generator, low_resolution=0.3)
+    assert not torch.equal(after, torch.rand(4, generator=generator))
 
 
 def test_widened_head_keeps_the_base_ages(base_net):

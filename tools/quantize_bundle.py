@@ -71,7 +71,8 @@ def sample_chips(estimator: AgeEstimator, count: int, seed: int) -> np.ndarray:
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).float()
     repeats = -(-count // len(faces))
-    varied = augment(pixels.repeat(repeats, 1, 1, 1)[:count], generator)
+    # No low-resolution copies: the shipped variant was calibrated before they existed.
+    varied = augment(pixels.repeat(repeats, 1, 1, 1)[:count], generator, low_resolution=0.0)
     chips = varied.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
     return np.concatenate([chips, chips[:, :, ::-1]])
 

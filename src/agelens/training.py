@@ -143,14 +143,9 @@ def augment(
     )
     grid = functional.affine_grid(theta, list(batch.shape), align_corners=False)
     batch = functional.grid_sample(batch, grid, padding_mode="border", align_corners=False)
-    size = batch.shape[-1]
-    side = int(torch.randint(size // 4, size * 3 // 4 + 1, (1,), generator=generator))
-    small = functional.interpolate(batch, size=(side, side), mode="area")
-    enlarged = functional.interpolate(
-        small, size=(size, size), mode="bilinear", align_corners=False
-    )
-    to_low = (torch.rand(n, generator=generator) < low_resolution).view(-1, 1, 1, 1)
-    batch = torch.where(to_low, enlarged, batch)
+    if low_resolution > 0:
+        # Skipped at 0, random draws included, so runs made without it replay exactly.
+        batch = _at_low_resolution(batch, low_resolution, generator)
     grey = batch.mean(dim=1, keepdim=True)
     to_grey = (torch.rand(n, generator=generator) < 0.15).view(-1, 1, 1, 1)
     batch = torch.where(to_grey, grey.expand_as(batch), batch)
@@ -158,6 +153,20 @@ def augment(
     contrast, brightness = uniform(0.7, 1.3).view(-1, 1, 1, 1), uniform(0.75, 1.25)
     batch = (batch - mean) * contrast + mean * brightness.view(-1, 1, 1, 1)
     return batch.clamp(0, 255)
+
+
+def _at_low_resolution(
+    batch: torch.Tensor, share: float, generator: torch.Generator
+) -> torch.Tensor:
+    """``share`` of the chips shrunk to one random side and enlarged back."""
+    size = batch.shape[-1]
+    side = int(torch.randint(size // 4, size * 3 // 4 + 1, (1,), generator=generator))
+    small = functional.interpolate(batch, size=(side, side), mode="area")
+    enlarged = functional.interpolate(
+        small, size=(size, size), mode="bilinear", align_corners=False
+    )
+    chosen = (torch.rand(len(batch), generator=generator) < share).view(-1, 1, 1, 1)
+    return torch.where(chosen, enlarged, batch)
 
 
 class Objective:
