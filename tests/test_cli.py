@@ -147,6 +147,13 @@ def test_evaluate_a_csv_dataset(photos: Path, tmp_path: Path):
     assert set(report["per_band"]) <= {"25-39", "40-59", "60+"}
 
 
+def test_train_rejects_an_unknown_device_before_reading_data(tmp_path: Path):
+    result = runner.invoke(
+        app, ["train", "--data", "utkface:nowhere", "--out", str(tmp_path), "--device", "gpu"]
+    )
+    assert result.exit_code == 2 and "unknown device" in result.output
+
+
 def test_evaluate_bad_spec():
     result = runner.invoke(app, ["evaluate", "--data", "nowhere"])
     assert result.exit_code == 2 and "KIND:PATH" in result.output

@@ -24,6 +24,7 @@ from agelens.training import (
     TrainConfig,
     augment,
     class_ages_for,
+    pick_device,
     train,
     widen_head,
 )
@@ -129,6 +130,15 @@ def test_two_training_steps_lower_the_loss(face_dataset, bundle, base_net, tmp_p
     assert loss_of(result.net) < before
 
 
+def test_device_choice_falls_back_to_the_cpu_and_rejects_what_is_missing(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="torch sees none"):
+        pick_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        pick_device("gpu")
+
+
 def test_group_task_with_class_weights_learns_groups(face_dataset, bundle, base_net):
     chips = _chips(face_dataset)
     rows = split_rows(chips)
@@ -172,7 +182,14 @@ def test_training_job_writes_a_bundle_the_estimator_loads(face_dataset, tmp_path
     out = tmp_path / "model"
     config = TrainConfig(mode="head", epochs=3, max_age=100)
     manifest = run(
-        JobOptions(f"utkface:{face_dataset}", out, config, IMFDB, cache_dir=tmp_path / "cache"),
+        JobOptions(
+            f"utkface:{face_dataset}",
+            out,
+            config,
+            IMFDB,
+            cache_dir=tmp_path / "cache",
+            device="cpu",
+        ),
         show_progress=False,
     )
     for name in ("model.onnx", "manifest.json", "split.json", "history.json", "curves.png"):
@@ -183,6 +200,7 @@ def test_training_job_writes_a_bundle_the_estimator_loads(face_dataset, tmp_path
     assert manifest["license"]["research_only"] is True
     assert manifest["alignment"]["border"] == "edge"
     assert manifest["training"]["split"]["counts"] == split["counts"]
+    assert manifest["training"]["device"] == "cpu"
     assert len(manifest["output"]["ages"]) == 101
     estimator = AgeEstimator(str(out))
     (face,) = estimator.estimate(astronaut)

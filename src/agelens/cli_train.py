@@ -109,11 +109,15 @@ def train(
         typer.Option(help="Chip pixels past the image's edge: edge (repeated) or zero (black)."),
     ] = "edge",
     cache: Annotated[Path | None, typer.Option(help="Chip cache folder.")] = None,
+    device: Annotated[
+        str,
+        typer.Option(help="auto (a CUDA GPU when torch sees one, else the CPU), cpu or cuda[:N]."),
+    ] = "auto",
 ) -> None:
     """Train an age model on your data, from the bundled network; writes a calibrated bundle."""
     try:
         from agelens.train_job import JobOptions, run
-        from agelens.training import TrainConfig
+        from agelens.training import TrainConfig, pick_device
     except ImportError as error:
         raise fail("training needs its extras: pip install 'agelens[train]'", 2) from error
     if task not in ("age", "groups") or mode not in ("head", "finetune"):
@@ -122,6 +126,7 @@ def train(
         raise fail(f"--border is one of {', '.join(BORDERS)}", 2)
     try:
         scheme = resolve_scheme(groups)
+        pick_device(device)
     except ValueError as error:
         raise fail(str(error), 2) from error
     config = TrainConfig(
@@ -146,6 +151,7 @@ def train(
         aligned=not photos,
         border=border,
         cache_dir=cache,
+        device=device,
     )
 
     def report_epoch(row: dict[str, float]) -> None:

@@ -39,6 +39,7 @@ from agelens.training import (
     Normalise,
     TrainConfig,
     TrainResult,
+    pick_device,
     predict_probabilities,
     train,
 )
@@ -58,6 +59,8 @@ class JobOptions:
     border: str = "edge"
     cache_dir: Path | None = None
     name: str | None = None
+    #: "auto" (a CUDA GPU when torch sees one), "cpu", "cuda" or "cuda:N".
+    device: str = "auto"
 
 
 def labelled(chips: ChipSet, rows: list[int], scheme: GroupScheme | None) -> LabelledChips:
@@ -146,6 +149,7 @@ def run(
         scheme=options.scheme,
         on_epoch=on_epoch,
         on_step=on_step,
+        device=pick_device(options.device),
     )
     return write_bundle(options, data, result)
 
@@ -273,6 +277,7 @@ def _manifest(
             "epochs_run": len(result.history),
             "best_epoch": result.best_epoch,
             "seconds": round(result.seconds, 1),
+            "device": result.device,
         },
         "source": f"AgeLens {options.config.mode} of {base['name']}",
     }

@@ -78,6 +78,21 @@ class TrainResult:
     best_epoch: int = 0
     seconds: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
+    #: Where it trained ("cpu", "cuda"...), so its time can be read for what it is.
+    device: str = "cpu"
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` is the first CUDA GPU when torch sees one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {name!r}: use auto, cpu or cuda[:N]") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("a CUDA device was asked for, but torch sees none")
+    return device
 
 
 def class_ages_for(max_age: int) -> list[float]:
@@ -112,7 +127,7 @@ class Normalise:
 
     def pixels(self, batch: torch.Tensor) -> torch.Tensor:
         """Float NCHW pixels (0-255) -> network input, channels-last (faster on CPU)."""
-        normalised = (batch - self.mean) * self.scale
+        normalised = (batch - self.mean.to(batch.device)) * self.scale
         return normalised.contiguous(memory_format=torch.channels_last)
 
 
@@ -131,9 +146,9 @@ def augment(
     n = batch.shape[0]
 
     def uniform(low: float, high: float) -> torch.Tensor:
-        return torch.rand(n, generator=generator) * (high - low) + low
+        return (torch.rand(n, generator=generator) * (high - low) + low).to(batch.device)
 
-    flip = torch.rand(n, generator=generator) < 0.5
+    flip = (torch.rand(n, generator=generator) < 0.5).to(batch.device)
     batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(3), batch)
     scale, angle = uniform(0.9, 1.1), uniform(-0.14, 0.14)
     shift_x, shift_y = uniform(-0.06, 0.06), uniform(-0.06, 0.06)
@@ -147,7 +162,7 @@ def augment(
         # Skipped at 0, random draws included, so runs made without it replay exactly.
         batch = _at_low_resolution(batch, low_resolution, generator)
     grey = batch.mean(dim=1, keepdim=True)
-    to_grey = (torch.rand(n, generator=generator) < 0.15).view(-1, 1, 1, 1)
+    to_grey = (torch.rand(n, generator=generator) < 0.15).to(batch.device).view(-1, 1, 1, 1)
     batch = torch.where(to_grey, grey.expand_as(batch), batch)
     mean = batch.mean(dim=(1, 2, 3), keepdim=True)
     contrast, brightness = uniform(0.7, 1.3).view(-1, 1, 1, 1), uniform(0.75, 1.25)
@@ -165,7 +180,8 @@ def _at_low_resolution(
     enlarged = functional.interpolate(
         small, size=(size, size), mode="bilinear", align_corners=False
     )
-    chosen = (torch.rand(len(batch), generator=generator) < share).view(-1, 1, 1, 1)
+    chosen = (torch.rand(len(batch), generator=generator) < share).to(batch.device)
+    chosen = chosen.view(-1, 1, 1, 1)
     return torch.where(chosen, enlarged, batch)
 
 
@@ -178,15 +194,16 @@ class Objective:
         class_ages: list[float],
         scheme: GroupScheme | None,
         group_weights: torch.Tensor | None,
+        device: torch.device | None = None,
     ) -> None:
         self.config = config
-        self.ages = torch.tensor(class_ages, dtype=torch.float32)
+        self.ages = torch.tensor(class_ages, dtype=torch.float32, device=device)
         self.membership = (
-            torch.from_numpy(scheme.membership(np.asarray(class_ages))).float()
+            torch.from_numpy(scheme.membership(np.asarray(class_ages))).float().to(device)
             if scheme is not None
             else None
         )
-        self.group_weights = group_weights
+        self.group_weights = None if group_weights is None else group_weights.to(device)
 
     def loss(self, logits: torch.Tensor, ages: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         log_p = functional.log_softmax(logits, dim=1)
@@ -228,18 +245,25 @@ def train(
     scheme: GroupScheme | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    device: torch.device | None = None,
 ) -> TrainResult:
-    """Train a copy of ``base``; returns the weights of the best validation epoch."""
+    """Train a copy of ``base``; returns the weights of the best validation epoch, on the CPU.
+
+    On a GPU (``device``) the random draws still come from one CPU generator, so a seed
+    shuffles and augments alike on any device.
+    """
+    device = device or torch.device("cpu")
     torch.manual_seed(config.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     generator = torch.Generator().manual_seed(config.seed)
     started = time.perf_counter()
     class_ages = class_ages_for(config.max_age)
-    net = copy.deepcopy(base).to(memory_format=torch.channels_last)
+    net = copy.deepcopy(base)
     widen_head(net, len(class_ages))
+    net = net.to(device, memory_format=torch.channels_last)
     net.dropout.p = config.dropout
     weights = _group_weights(train_set.groups, scheme) if config.class_weights else None
-    objective = Objective(config, class_ages, scheme, weights)
+    objective = Objective(config, class_ages, scheme, weights, device)
     if config.mode == "head":
         history, best_epoch = _train_head(
             net, train_set, val_set, normalise, objective, generator, on_epoch
@@ -249,7 +273,13 @@ def train(
             net, train_set, val_set, normalise, objective, generator, on_epoch, on_step
         )
     return TrainResult(
-        net.eval(), class_ages, history, best_epoch, time.perf_counter() - started, asdict(config)
+        net.cpu().eval(),
+        class_ages,
+        history,
+        best_epoch,
+        time.perf_counter() - started,
+        asdict(config),
+        device.type,
     )
 
 
@@ -272,16 +302,18 @@ def predict_probabilities(
     flip: bool = False,
     batch: int = 256,
 ) -> torch.Tensor:
-    """Softmax outputs for uint8 chips, in evaluation mode, optionally averaged with the mirror."""
+    """Softmax outputs (on the CPU) for uint8 chips, in evaluation mode, on the network's
+    device, optionally averaged with the mirror."""
     net.eval()
+    device = next(net.parameters()).device
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(chips), batch):
-            x = normalise(torch.from_numpy(chips[start : start + batch]))
+            x = normalise(torch.from_numpy(chips[start : start + batch]).to(device))
             p = torch.softmax(net(x), dim=1)
             if flip:
                 p = (p + torch.softmax(net(x.flip(3)), dim=1)) / 2
-            outputs.append(p)
+            outputs.append(p.cpu())
     return torch.cat(outputs)
 
 
@@ -289,6 +321,8 @@ def _val_scores(
     objective: Objective, probabilities: torch.Tensor, ages: torch.Tensor, groups: torch.Tensor
 ) -> dict[str, float]:
     """``val_loss`` and the task's ``val_`` metrics, ``val_score`` (lower is better) among them."""
+    device = objective.ages.device
+    probabilities, ages, groups = probabilities.to(device), ages.to(device), groups.to(device)
     with torch.inference_mode():
         loss = float(objective.loss(torch.log(probabilities.clamp_min(1e-12)), ages, groups))
     scores = objective.score(probabilities, ages, groups)
@@ -354,8 +388,10 @@ def _finetune(
             min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
         ),
     )
-    chips = torch.from_numpy(train_set.chips)
-    ages, groups = torch.from_numpy(train_set.ages), torch.from_numpy(train_set.groups)
+    device = objective.ages.device
+    chips = torch.from_numpy(train_set.chips).to(device)
+    ages = torch.from_numpy(train_set.ages).to(device)
+    groups = torch.from_numpy(train_set.groups).to(device)
     history: list[dict[str, float]] = []
     best = _BestSoFar(net, config.patience)
     averaged: list[dict[str, torch.Tensor]] = []
@@ -364,7 +400,7 @@ def _finetune(
         order = torch.randperm(len(chips), generator=generator)
         running, seen = 0.0, 0
         for step, start in enumerate(range(0, len(order), config.batch_size)):
-            index = order[start : start + config.batch_size]
+            index = order[start : start + config.batch_size].to(device)
             pixels = chips[index].permute(0, 3, 1, 2).float()
             if config.augment:
                 pixels = augment(pixels, generator, config.low_resolution)
@@ -422,8 +458,9 @@ def _train_head(
     net.eval()
     train_features = _features(net, train_set.chips, normalise, mirror=True)
     val_features = _features(net, val_set.chips, normalise, mirror=False)
-    train_ages = torch.from_numpy(train_set.ages).repeat(2)
-    train_groups = torch.from_numpy(train_set.groups).repeat(2)
+    device = objective.ages.device
+    train_ages = torch.from_numpy(train_set.ages).repeat(2).to(device)
+    train_groups = torch.from_numpy(train_set.groups).repeat(2).to(device)
     val_ages, val_groups = torch.from_numpy(val_set.ages), torch.from_numpy(val_set.groups)
     head = net.head
     optimiser = torch.optim.AdamW(
@@ -432,7 +469,7 @@ def _train_head(
     history: list[dict[str, float]] = []
     best = _BestSoFar(head, config.patience)
     for epoch in range(1, config.epochs + 1):
-        order = torch.randperm(len(train_features), generator=generator)
+        order = torch.randperm(len(train_features), generator=generator).to(device)
         running = 0.0
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]
@@ -462,10 +499,11 @@ def _features(
     net: AgeNet, chips: NDArray[np.uint8], normalise: Normalise, *, mirror: bool
 ) -> torch.Tensor:
     """Pooled features of every chip, then (``mirror``) of every mirrored chip."""
+    device = next(net.parameters()).device
     outputs = []
     with torch.inference_mode():
         for flipped in (False, True) if mirror else (False,):
             for start in range(0, len(chips), 256):
-                x = normalise(torch.from_numpy(chips[start : start + 256]))
+                x = normalise(torch.from_numpy(chips[start : start + 256]).to(device))
                 outputs.append(net.features(x.flip(3) if flipped else x))
     return torch.cat(outputs).clone()
