@@ -67,14 +67,23 @@ EXPERIMENTS: dict[str, tuple[str, str, str, str]] = {
         "--mode finetune --size 96 --epochs 5 --learning-rate 3e-4 --seed 2 "
         "--base {models}/d-utk-age",
     ),
+    # (d) with larger chips, 112 px, and the defaults of the time (low resolution 0.3): the
+    # lever left untried when agelens-utk-v1 shipped.
+    "utk-age-112": (
+        "utkface",
+        "age",
+        "decades",
+        "--mode finetune --size 112 --epochs 16 --seed 1",
+    ),
     "b-utk-decades": ("utkface", "groups", "decades", "--mode head --epochs 40"),
     "c-utk-balanced": ("utkface", "groups", "utk5", "--mode head --epochs 40"),
 }
 FOLDERS = {"utkface": "UTKFace", "imfdb": "imfdb-age/train"}
-#: UTKFace age models checked on other data: the shipped one, its low-resolution sequel, and
+#: UTKFace age models checked on other data: the shipped one, its low-resolution sequel, the
+#: 112-px run, and
 #: the border ablation (64 px, 8 epochs, chips filled past the image's edge with its edge
 #: pixels or with black).
-CROSS = ("d-utk-age", "d-utk-age-lowres", "utk-age-64-edge", "utk-age-64-zero")
+CROSS = ("d-utk-age", "d-utk-age-lowres", "utk-age-112", "utk-age-64-edge", "utk-age-64-zero")
 KEPT = (
     "model",
     "n",
