@@ -99,10 +99,13 @@ def test_calibrate_writes_intervals_and_gate_into_a_copy(face_dataset, tmp_path)
             "--aligned",
             "--out",
             str(out),
+            "--precision",
+            "fp32",
         ],
     )
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["calibration"]["precision"] == "fp32"
     assert manifest["calibration"]["n"] == 90 and set(manifest["calibration"]["quantiles"]) >= {
         "0.9"
     }
@@ -115,6 +118,22 @@ def test_calibrate_writes_intervals_and_gate_into_a_copy(face_dataset, tmp_path)
 def test_calibrate_will_not_write_into_another_package(face_dataset):
     result = runner.invoke(app, ["calibrate", "--data", f"utkface:{face_dataset}", "--aligned"])
     assert result.exit_code == 2 and "--out" in result.output
+
+
+def test_calibrate_rejects_a_precision_the_bundle_lacks(face_dataset, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--data",
+            f"utkface:{face_dataset}",
+            "--out",
+            str(tmp_path),
+            "--precision",
+            "fp16",
+        ],
+    )
+    assert result.exit_code == 2 and "precision must be one of" in result.output
 
 
 def test_train_needs_a_known_task(face_dataset, tmp_path):

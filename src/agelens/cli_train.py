@@ -20,6 +20,7 @@ from agelens.cli_common import (
     GroupsOption,
     JsonOption,
     ModelOption,
+    PrecisionOption,
     err,
     fail,
     out,
@@ -177,10 +178,15 @@ def calibrate(
             "--out", help="Write the calibrated manifest here (default: the bundle's folder)."
         ),
     ] = None,
+    precision: PrecisionOption = None,
 ) -> None:
-    """Fit conformal 90% intervals and the gate buffer of a bundle on labelled ages."""
+    """Fit conformal 90% intervals and the gate buffer of a bundle on labelled ages.
+
+    One calibration serves every precision of a bundle; ``--precision`` picks the weights
+    it is fitted with, and the manifest records which.
+    """
     try:
-        estimator = AgeEstimator(model, interval_level=0.9)
+        estimator = AgeEstimator(model, interval_level=0.9, precision=precision)
         samples = [s for s in select_split(read_dataset(data), split) if s.age is not None]  # type: ignore[arg-type]
     except (AgeLensError, ValueError) as error:
         raise fail(str(error), 2) from error
@@ -201,6 +207,7 @@ def calibrate(
     manifest["calibration"] = {
         **calibration.fit(distributions, estimator.bundle.ages, truth, split=split),
         "data": spec_label(data),
+        "precision": estimator.bundle.precision,
     }
     manifest["gate"] = fit_policy(
         distributions, estimator.bundle.ages, manifest["calibration"], truth
