@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 
 from agelens import calibration
 from agelens.bundles import load_bundle
+from agelens.estimates import quantile_classes
 from agelens.gate import ADULTS_FROM, MINORS, pass_rates
 from agelens.model import AgeModel
 from agelens.train_job import JobOptions, prepare
@@ -40,7 +41,7 @@ Scores = dict[str, Callable[[NDArray[np.float64]], NDArray[np.float64]]]
 
 def quantile(level: float, ages: NDArray[np.float64]) -> Callable:
     def score(p: NDArray[np.float64]) -> NDArray[np.float64]:
-        return ages[(np.cumsum(p, axis=1) >= level).argmax(axis=1)]
+        return ages[quantile_classes(p, level)]
 
     return score
 

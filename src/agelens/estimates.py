@@ -76,9 +76,15 @@ def summarize(
         assert calibration_record is not None
         bounds = calibration.intervals(probabilities, class_ages, calibration_record, level)
         return AgeSummary(ages, np.round(bounds, 1), groups)
-    cdf = np.cumsum(probabilities, axis=1)
     tail = (1.0 - level) / 2
     years = np.floor(values)
-    low = years[np.minimum((cdf < tail).sum(axis=1), len(values) - 1)]
-    high = years[np.minimum((cdf < 1.0 - tail).sum(axis=1), len(values) - 1)]
+    low = years[quantile_classes(probabilities, tail)]
+    high = years[quantile_classes(probabilities, 1.0 - tail)]
     return AgeSummary(ages, np.stack([low, high], axis=1), groups)
+
+
+def quantile_classes(probabilities: NDArray[np.float64], level: float) -> NDArray[np.intp]:
+    """For each row of normalised probabilities, the first class where its cumulative mass
+    reaches ``level`` (the last class when rounding keeps it short)."""
+    cdf = np.cumsum(probabilities, axis=1)
+    return np.minimum((cdf < level).sum(axis=1), probabilities.shape[1] - 1)
