@@ -16,7 +16,7 @@ from agelens import AgeEstimator, load_bundle
 @pytest.fixture(scope="session")
 def fp32_manifest() -> Callable[..., dict]:
     """Makes the default bundle's manifest for a folder of its own: fp32 weights only, as
-    the int8 variant file stays in AgeLens's folder."""
+    a variant's file would stay in AgeLens's folder."""
     base = {key: value for key, value in load_bundle().manifest.items() if key != "variants"}
     return lambda **changes: {**base, "inference": {"flip_tta": True}, **changes}
 

@@ -19,12 +19,13 @@ def test_default_bundle_resolves_from_the_installed_package():
     assert bundle.license["spdx"] == "CC0-1.0"
 
 
-def test_the_default_runs_its_int8_variant_and_fp32_on_request(astronaut):
-    int8, fp32 = load_bundle(), load_bundle(precision="fp32")
-    assert int8.precision == "int8" and int8.model_path == int8.folder / "model-int8.onnx"
-    assert fp32.precision == "fp32" and fp32.model_path != int8.model_path
-    ages = [AgeEstimator(bundle).estimate(astronaut)[0].age for bundle in (int8, fp32)]
-    assert abs(ages[0] - ages[1]) < 2
+def test_the_default_runs_the_published_float_weights_on_every_cpu():
+    bundle = load_bundle()
+    assert (
+        bundle.precision == "fp32" and bundle.model_path == load_bundle(precision="fp32").model_path
+    )
+    with pytest.raises(ModelError, match="cydral-v1 has no int8 variant; use --precision fp32"):
+        load_bundle(precision="int8")
 
 
 def test_unknown_and_missing_precisions_are_refused():

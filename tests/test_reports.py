@@ -110,9 +110,7 @@ def test_calibrate_writes_intervals_and_gate_into_a_copy(face_dataset, tmp_path)
         "0.9"
     }
     assert manifest["gate"]["over"] == 18 and manifest["gate"]["buffer"] >= 0
-    fp32 = load_bundle(out, precision="fp32")
-    assert fp32.model_path == load_bundle(precision="fp32").model_path  # still the package's
-    assert load_bundle(out).model_path == out / "model-int8.onnx"  # the variant is copied
+    assert load_bundle(out).model_path == load_bundle().model_path  # still the package's
 
 
 def test_calibrate_will_not_write_into_another_package(face_dataset):

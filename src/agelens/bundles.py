@@ -150,6 +150,8 @@ def describe_builtin_bundles() -> list[dict[str, Any]]:
             "attribution": bundle.license.get("attribution", ""),
             "source": bundle.license["source"],
             "description": bundle.manifest.get("description", ""),
+            "precision": bundle.precision,
+            "precisions": [FP32, *bundle.manifest.get("variants", {})],
         }
         for bundle in bundles
     ]

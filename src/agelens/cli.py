@@ -227,7 +227,7 @@ def models(as_json: JsonOption = False) -> None:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
     table = Table(title="AgeLens model bundles")
-    for column in ("name", "task", "licence", "use", "by", "source", "description"):
+    for column in ("name", "task", "precision", "licence", "use", "by", "source", "description"):
         table.add_column(column, overflow="fold")
     for row in rows:
         name = row["name"] + (" (default)" if row["default"] else "")
@@ -235,6 +235,7 @@ def models(as_json: JsonOption = False) -> None:
         table.add_row(
             name,
             row["task"],
+            "/".join(row["precisions"]) if row["task"] == "age" else "",
             row["licence"],
             use,
             row["attribution"],
