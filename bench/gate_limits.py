@@ -32,6 +32,7 @@ from agelens.bundles import load_bundle
 from agelens.estimates import quantile_classes
 from agelens.gate import ADULTS_FROM, MINORS, pass_rates
 from agelens.model import AgeModel
+from agelens.runtime import machine_record
 from agelens.train_job import JobOptions, prepare
 from agelens.training import TrainConfig
 
@@ -88,7 +89,8 @@ def main() -> None:
         "minors": list(MINORS),
         "adults_from": ADULTS_FROM,
         "max_minor_pass": MAX_MINOR_PASS,
-        "models": {},
+        # Models not given this time keep their earlier rows.
+        "models": json.loads(args.out.read_text())["models"] if args.out.is_file() else {},
     }
     for name in args.model:
         bundle = load_bundle(name)
@@ -127,6 +129,7 @@ def main() -> None:
             "precision": bundle.precision,
             "flip_tta": flip,
             "scores": rows,
+            "machine": machine_record(),
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

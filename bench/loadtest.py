@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import platform
 import socket
 import subprocess
 import sys
@@ -29,6 +27,8 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 from skimage import data
+
+from agelens.runtime import machine_record
 
 
 def photo_640x480() -> bytes:
@@ -143,7 +143,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     results = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine_record(),
         "photo": "640x480 JPEG, one face",
         "load": load,
         "memory": {

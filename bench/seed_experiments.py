@@ -33,6 +33,7 @@ from rich.table import Table
 
 from agelens import load_image
 from agelens.datasets import read_dataset, select_split
+from agelens.runtime import machine_record
 
 #: name -> (dataset, task, groups, train options); (d) first, as (a) starts from it. Runs
 #: made before low-resolution augmentation existed say --low-resolution 0, to reproduce them.
@@ -131,6 +132,14 @@ def evaluate(spec: str, groups: str, models: list[str], *extra: str) -> list[dic
     ]
 
 
+def merged(earlier: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the models checked this time, each with its machine, replace their earlier
+    rows; rows of models not checked this time stay."""
+    checked = {row["model"] for row in rows}
+    kept = [row for row in earlier if row["model"] not in checked]
+    return kept + [{**row, "machine": machine_record()} for row in rows]
+
+
 def padded_photos(data: Path, folder: Path) -> Path:
     """UTKFace test crops padded to 400x400 with their edge pixels, as a CSV dataset."""
     rows = ["path,age,gender,race"]
@@ -185,15 +194,18 @@ def main() -> None:
             "trained": rows[0],
             "zero_shot_cydral_v1": rows[1],
             **({"groups_of_age_model": rows[2]} if len(rows) > 2 else {}),
+            "machine": machine_record(),
         }
     crossed = [str(args.models / name) for name in CROSS if (args.models / name).is_dir()]
-    if crossed and not args.no_cross:
+    if not args.no_cross:
         crossed.append("cydral-v1")
         imfdb = f"imfdb:{args.data / FOLDERS['imfdb']}"
-        results["cross-imfdb"] = evaluate(imfdb, "imfdb", crossed, "--aligned")
+        fresh = {"cross-imfdb": evaluate(imfdb, "imfdb", crossed, "--aligned")}
         with tempfile.TemporaryDirectory() as folder:
             photos = padded_photos(args.data / FOLDERS["utkface"], Path(folder))
-            results["cross-utk-photos"] = evaluate(f"csv:{photos}", "imfdb", crossed)
+            fresh["cross-utk-photos"] = evaluate(f"csv:{photos}", "imfdb", crossed)
+        for check, rows in fresh.items():
+            results[check] = merged(results.get(check, []), rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     table = Table(title="Seed experiments (test splits)")
