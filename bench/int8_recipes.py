@@ -11,7 +11,7 @@ AVX2-only x86 CPU (no VNNI, no AVX-512) on a newer one, run it under QEMU's user
 emulator, which reports the emulated CPU's features (its timings mean nothing):
 
     python bench/int8_recipes.py --out bench/results/int8_recipes.json
-    qemu-x86_64 -cpu EPYC-Rome "$(readlink -f .venv/bin/python)" bench/int8_recipes.py \\
+    qemu-x86_64 -cpu EPYC-Rome .venv/bin/python bench/int8_recipes.py \\
         --crops 100 --out bench/results/int8_recipes-epyc-rome-emulated.json
 """
 
