@@ -29,8 +29,8 @@ from rich.table import Table
 
 from agelens import AgeEstimator, load_image
 from agelens.batch import EstimatorPool
-from agelens.datasets import read_dataset, select_split
-from agelens.runtime import machine_record
+from agelens.data.datasets import read_dataset, select_split
+from agelens.pipeline.runtime import machine_record
 
 PAD = 100
 

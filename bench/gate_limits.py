@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from agelens import calibration
-from agelens.bundles import load_bundle
-from agelens.estimates import quantile_classes
-from agelens.gate import ADULTS_FROM, MINORS, pass_rates
-from agelens.model import AgeModel
-from agelens.runtime import machine_record
-from agelens.train_job import JobOptions, prepare
-from agelens.training import TrainConfig
+from agelens.decisions import calibration
+from agelens.decisions.gate import ADULTS_FROM, MINORS, pass_rates
+from agelens.models.bundles import load_bundle
+from agelens.pipeline.estimates import quantile_classes
+from agelens.pipeline.network import AgeModel
+from agelens.pipeline.runtime import machine_record
+from agelens.training.job import JobOptions, prepare
+from agelens.training.loop import TrainConfig
 
 MAX_MINOR_PASS = 0.02
 Scores = dict[str, Callable[[NDArray[np.float64]], NDArray[np.float64]]]

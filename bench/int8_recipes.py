@@ -31,11 +31,11 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from agelens import AgeEstimator, load_image
-from agelens.bundles import FP32, INT8, Bundle
-from agelens.datasets import read_dataset, select_split
-from agelens.model import AgeModel
-from agelens.runtime import machine_record
-from agelens.variants import MAX_AGE_DIFFERENCE, age_differences
+from agelens.data.datasets import read_dataset, select_split
+from agelens.models.bundles import FP32, INT8, Bundle
+from agelens.models.variants import MAX_AGE_DIFFERENCE, age_differences
+from agelens.pipeline.network import AgeModel
+from agelens.pipeline.runtime import machine_record
 
 _TOOL = Path(__file__).parents[1] / "tools" / "quantize_bundle.py"
 _spec = importlib.util.spec_from_file_location("quantize_bundle", _TOOL)

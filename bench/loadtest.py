@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 from skimage import data
 
-from agelens.runtime import machine_record
+from agelens.pipeline.runtime import machine_record
 
 
 def photo_640x480() -> bytes:

@@ -32,8 +32,8 @@ from rich.progress import track
 from rich.table import Table
 
 from agelens import load_image
-from agelens.datasets import read_dataset, select_split
-from agelens.runtime import machine_record
+from agelens.data.datasets import read_dataset, select_split
+from agelens.pipeline.runtime import machine_record
 
 #: name -> (dataset, task, groups, train options); (d) first, as (a) starts from it. Runs
 #: made before low-resolution augmentation existed say --low-resolution 0, to reproduce them.

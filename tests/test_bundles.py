@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agelens import AgeEstimator, ModelError, builtin_bundle_names, load_bundle
-from agelens.bundles import describe_builtin_bundles
+from agelens.models.bundles import describe_builtin_bundles
 
 
 def test_default_bundle_resolves_from_the_installed_package():

@@ -11,7 +11,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from agelens.cli import app
+from agelens.cli.main import app
 
 runner = CliRunner()
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from agelens import DatasetError
-from agelens.datasets import content_hash, read_dataset, select_split, split_of, write_split
+from agelens.data.datasets import content_hash, read_dataset, select_split, split_of, write_split
 
 
 def make_faces(folder: Path, names: list[str]) -> list[Path]:

@@ -8,7 +8,7 @@ import yuface
 from PIL import Image
 
 from agelens import ModelError
-from agelens.detection import FaceDetector
+from agelens.pipeline.faces import FaceDetector
 
 
 def _iou(a, b) -> float:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agelens import Decision, GatePolicy, calibration, resolve_scheme
-from agelens.bundles import CHALLENGE_BUFFER, Bundle, load_bundle
-from agelens.estimates import Face, summarize
-from agelens.gate import choose_policy, pass_rates
-from agelens.groups import DECADES, IMFDB, UTK5
+from agelens import Decision, GatePolicy, resolve_scheme
+from agelens.decisions import calibration
+from agelens.decisions.gate import choose_policy, pass_rates
+from agelens.decisions.groups import DECADES, IMFDB, UTK5
+from agelens.models.bundles import CHALLENGE_BUFFER, Bundle, load_bundle
+from agelens.pipeline.estimates import Face, summarize
 
 AGES = [0.25, *range(1, 81)]
 

@@ -18,10 +18,10 @@ import pytest
 from onnx import numpy_helper
 
 from agelens import AgeEstimator, ModelError, load_bundle, load_image
-from agelens.alignment import landmark_box
-from agelens.bundles import AGE, FP32, builtin_bundle_names
-from agelens.runtime import cpu_features
-from agelens.variants import MAX_AGE_DIFFERENCE, age_differences, check_variant
+from agelens.models.bundles import AGE, FP32, builtin_bundle_names
+from agelens.models.variants import MAX_AGE_DIFFERENCE, age_differences, check_variant
+from agelens.pipeline.chips import landmark_box
+from agelens.pipeline.runtime import cpu_features
 
 TOOL = Path(__file__).parents[1] / "tools" / "quantize_bundle.py"
 SHIFTS = ((-3, 0), (3, 0), (0, -3), (0, 3))

@@ -7,8 +7,8 @@ import shutil
 
 from typer.testing import CliRunner
 
-from agelens.bundles import load_bundle
-from agelens.cli import app
+from agelens.cli.main import app
+from agelens.models.bundles import load_bundle
 
 runner = CliRunner()
 

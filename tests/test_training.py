@@ -10,15 +10,14 @@ import torch
 from PIL import Image
 
 from agelens import AgeEstimator
-from agelens.alignment import Aligner
-from agelens.bundles import FP32, load_bundle
-from agelens.chips import AlignmentSettings, load_chips
-from agelens.datasets import read_dataset, unique_samples
-from agelens.groups import IMFDB
-from agelens.model import AgeModel
-from agelens.network import export_onnx, load_onnx_weights
-from agelens.train_job import JobOptions, labelled, run, split_rows
-from agelens.training import (
+from agelens.data.chip_cache import AlignmentSettings, load_chips
+from agelens.data.datasets import read_dataset, unique_samples
+from agelens.decisions.groups import IMFDB
+from agelens.models.bundles import FP32, load_bundle
+from agelens.pipeline.chips import Aligner
+from agelens.pipeline.network import AgeModel
+from agelens.training.job import JobOptions, labelled, run, split_rows
+from agelens.training.loop import (
     Normalise,
     Objective,
     TrainConfig,
@@ -28,6 +27,7 @@ from agelens.training import (
     train,
     widen_head,
 )
+from agelens.training.torch_network import export_onnx, load_onnx_weights
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +222,7 @@ def test_an_exported_bundle_reads_back_as_the_same_network(tmp_path, bundle):
 def test_ensemble_exports_mean_probabilities_in_half_the_bytes(tmp_path, bundle):
     import onnxruntime
 
-    from agelens.network import Ensemble
+    from agelens.training.torch_network import Ensemble
 
     first, second = load_onnx_weights(bundle.model_path), load_onnx_weights(bundle.model_path)
     with torch.no_grad():

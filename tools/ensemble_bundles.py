@@ -16,10 +16,10 @@ import argparse
 import json
 from pathlib import Path
 
-from agelens.bundles import FP32, load_bundle
-from agelens.network import Ensemble, load_onnx_weights
-from agelens.train_job import JobOptions, prepare, write_bundle
-from agelens.training import TrainConfig, TrainResult
+from agelens.models.bundles import FP32, load_bundle
+from agelens.training.job import JobOptions, prepare, write_bundle
+from agelens.training.loop import TrainConfig, TrainResult
+from agelens.training.torch_network import Ensemble, load_onnx_weights
 
 SHARED = ("input", "alignment")
 

@@ -12,7 +12,7 @@ way the bundle aligns faces and varied by flips, shifts, rotation, brightness,
 contrast and grey, so the variant carries no trace of a research-only dataset and
 keeps the licence of the network it comes from.
 
-The variant is then checked (``agelens.variants``) on other varied chips of the same
+The variant is then checked (``agelens.models.variants``) on other varied chips of the same
 faces, and the faces as they are: where any chip's expected age differs from the float
 network's by more than a year, the variant is deleted and the tool exits with status 1.
 Otherwise it is written next to the manifest as ``model-int8.onnx`` and listed under
@@ -45,12 +45,12 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from agelens import AgeEstimator, ModelError, load_image
-from agelens.alignment import landmark_box
-from agelens.bundles import FP32, INT8, Bundle
-from agelens.model import network_input
-from agelens.runtime import cpu_features
-from agelens.training import augment
-from agelens.variants import check_variant
+from agelens.models.bundles import FP32, INT8, Bundle
+from agelens.models.variants import check_variant
+from agelens.pipeline.chips import landmark_box
+from agelens.pipeline.network import network_input
+from agelens.pipeline.runtime import cpu_features
+from agelens.training.loop import augment
 
 VARIANT_FILE = "model-int8.onnx"
 PHOTOS = {

@@ -1,6 +1,7 @@
 """AgeLens: estimate people's ages from photos of their faces."""
 
-from agelens.bundles import Bundle, builtin_bundle_names, load_bundle
+from agelens.decisions.gate import Decision, GatePolicy
+from agelens.decisions.groups import GroupScheme, resolve_scheme
 from agelens.errors import (
     AgeLensError,
     DatasetError,
@@ -12,11 +13,10 @@ from agelens.errors import (
     TruncatedImageError,
     UnsupportedImageError,
 )
-from agelens.estimates import Face
 from agelens.estimator import AgeEstimator, GateResult
-from agelens.gate import Decision, GatePolicy
-from agelens.groups import GroupScheme, resolve_scheme
-from agelens.images import load_image
+from agelens.models.bundles import Bundle, builtin_bundle_names, load_bundle
+from agelens.pipeline.estimates import Face
+from agelens.pipeline.images import load_image
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """``python -m agelens``: the same as the ``agelens`` command."""
 
-from agelens.cli import app
+from agelens.cli.main import app
 
 app(prog_name="agelens")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from agelens.estimates import Face
-from agelens.images import RGBImage
+from agelens.pipeline.estimates import Face
+from agelens.pipeline.images import RGBImage
 
 _BOX_COLOUR = (255, 196, 0)
 _TEXT_COLOUR = (0, 0, 0)

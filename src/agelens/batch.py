@@ -20,9 +20,9 @@ from pathlib import Path
 from types import TracebackType
 
 from agelens.errors import ImageError
-from agelens.estimates import Face
 from agelens.estimator import AgeEstimator
-from agelens.images import RGBImage, load_image
+from agelens.pipeline.estimates import Face
+from agelens.pipeline.images import RGBImage, load_image
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 #: Images a worker decodes, aligns and sends through the network together: 64 measured

@@ -7,14 +7,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agelens.alignment import Aligner, Box, landmark_box
-from agelens.bundles import DEFAULT_BUNDLE, DEFAULT_DETECTOR, Bundle, load_bundle
-from agelens.detection import DEFAULT_MAX_SIDE, DEFAULT_MIN_FACE, DEFAULT_MIN_SCORE, FaceDetector
-from agelens.estimates import DEFAULT_INTERVAL_LEVEL, Face, summarize
-from agelens.gate import Decision, GatePolicy
-from agelens.groups import IMFDB, GroupScheme, resolve_scheme
-from agelens.images import DEFAULT_MAX_PIXELS, ImageSource, RGBImage, load_image
-from agelens.model import AgeModel
+from agelens.decisions.gate import Decision, GatePolicy
+from agelens.decisions.groups import IMFDB, GroupScheme, resolve_scheme
+from agelens.models.bundles import DEFAULT_BUNDLE, DEFAULT_DETECTOR, Bundle, load_bundle
+from agelens.pipeline.chips import Aligner, Box, landmark_box
+from agelens.pipeline.estimates import DEFAULT_INTERVAL_LEVEL, Face, summarize
+from agelens.pipeline.faces import (
+    DEFAULT_MAX_SIDE,
+    DEFAULT_MIN_FACE,
+    DEFAULT_MIN_SCORE,
+    FaceDetector,
+)
+from agelens.pipeline.images import DEFAULT_MAX_PIXELS, ImageSource, RGBImage, load_image
+from agelens.pipeline.network import AgeModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +193,7 @@ class AgeEstimator:
         return faces
 
     def gate(self, image: ImageSource, over: float = 18, buffer: float | None = None) -> GateResult:
-        """Pass or refer the people in a photo; see :mod:`agelens.gate` for the policy.
+        """Pass or refer the people in a photo; see :mod:`agelens.decisions.gate` for the policy.
 
         Without ``buffer`` the bundle's fitted policy applies (see
         :meth:`Bundle.gate_policy`); with it, the estimate must reach ``over + buffer``.

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from agelens.batch import EstimatorPool
-from agelens.datasets import Sample
+from agelens.data.datasets import Sample
 from agelens.estimator import AgeEstimator
-from agelens.evaluation import Prediction, predict_samples
+from agelens.evaluation.metrics import Prediction, predict_samples
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)

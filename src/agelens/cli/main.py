@@ -11,11 +11,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agelens import cli_train
 from agelens.annotate import label_of, save_annotated
 from agelens.batch import EstimatorPool, ImageResult, collect_images
-from agelens.bundles import DEFAULT_BUNDLE, describe_builtin_bundles
-from agelens.cli_common import (
+from agelens.cli import train as cli_train
+from agelens.cli.common import (
     AlignedOption,
     DataOption,
     GroupsOption,
@@ -29,12 +28,13 @@ from agelens.cli_common import (
     predict_with_progress,
     progress_bar,
 )
-from agelens.datasets import read_dataset, select_split
-from agelens.detection import DEFAULT_MAX_SIDE
+from agelens.data.datasets import read_dataset, select_split
+from agelens.decisions.gate import Decision
 from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
-from agelens.evaluation import metrics
-from agelens.gate import Decision
+from agelens.evaluation.metrics import metrics
+from agelens.models.bundles import DEFAULT_BUNDLE, describe_builtin_bundles
+from agelens.pipeline.faces import DEFAULT_MAX_SIDE
 
 app = typer.Typer(
     help="AgeLens: estimate people's ages from photos of their faces.",
@@ -306,7 +306,7 @@ def evaluate(
             _print_metrics(result)
     if report is not None:
         try:
-            from agelens.report import write_report
+            from agelens.evaluation.report import write_report
         except ImportError as error:
             raise fail("reports need the train extras: pip install 'agelens[train]'", 2) from error
         page = write_report(report, f"Evaluation on {data} ({chosen})", runs, estimator.groups)

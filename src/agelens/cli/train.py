@@ -11,10 +11,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from agelens import calibration
-from agelens.alignment import BORDERS
-from agelens.bundles import DEFAULT_BUNDLE
-from agelens.cli_common import (
+from agelens.cli.common import (
     AlignedOption,
     DataOption,
     GroupsOption,
@@ -27,11 +24,14 @@ from agelens.cli_common import (
     predict_with_progress,
     progress_bar,
 )
-from agelens.datasets import read_dataset, select_split, spec_label, unique_samples
+from agelens.data.datasets import read_dataset, select_split, spec_label, unique_samples
+from agelens.decisions import calibration
+from agelens.decisions.gate import fit_policy
+from agelens.decisions.groups import resolve_scheme
 from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
-from agelens.gate import fit_policy
-from agelens.groups import resolve_scheme
+from agelens.models.bundles import DEFAULT_BUNDLE
+from agelens.pipeline.chips import BORDERS
 
 
 def eda(
@@ -41,7 +41,7 @@ def eda(
 ) -> None:
     """Look at a dataset before training: sizes, grey share, brightness, labels, duplicates."""
     try:
-        from agelens.eda import run_eda
+        from agelens.data.eda import run_eda
     except ImportError as error:
         raise fail("eda needs the train extras: pip install 'agelens[train]'", 2) from error
 
@@ -117,8 +117,8 @@ def train(
 ) -> None:
     """Train an age model on your data, from the bundled network; writes a calibrated bundle."""
     try:
-        from agelens.train_job import JobOptions, run
-        from agelens.training import TrainConfig, pick_device
+        from agelens.training.job import JobOptions, run
+        from agelens.training.loop import TrainConfig, pick_device
     except ImportError as error:
         raise fail("training needs its extras: pip install 'agelens[train]'", 2) from error
     if task not in ("age", "groups") or mode not in ("head", "finetune"):

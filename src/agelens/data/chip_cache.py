@@ -19,11 +19,11 @@ import numpy as np
 from numpy.typing import NDArray
 from rich.progress import Progress
 
-from agelens.alignment import Aligner, landmark_box
-from agelens.datasets import Sample
-from agelens.detection import FaceDetector
+from agelens.data.datasets import Sample
 from agelens.errors import ImageError
-from agelens.images import load_image
+from agelens.pipeline.chips import Aligner, landmark_box
+from agelens.pipeline.faces import FaceDetector
+from agelens.pipeline.images import load_image
 
 #: Bump when the way chips are cut changes, so older caches are not reused.
 _CHIP_FORMAT = 1

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from agelens.datasets import Dataset, Sample
+from agelens.data.datasets import Dataset, Sample
+from agelens.decisions.groups import DECADES
 from agelens.errors import ImageError
-from agelens.groups import DECADES
-from agelens.images import load_image
-from agelens.plots import plot_bars, plot_histogram, save_grid
-from agelens.report_html import figure, page, table
+from agelens.evaluation.plots import plot_bars, plot_histogram, save_grid
+from agelens.evaluation.report_page import figure, page, table
+from agelens.pipeline.images import load_image
 
 #: A colour image whose channels differ by less than this (mean absolute, 0-255) is grey.
 GREY_TOLERANCE = 2.0

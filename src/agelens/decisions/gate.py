@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from agelens import calibration
-from agelens.estimates import Face
+from agelens.decisions import calibration
+from agelens.pipeline.estimates import Face
 
 
 class Decision(StrEnum):

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from agelens import calibration
 from agelens.batch import EstimatorPool
-from agelens.datasets import Sample
-from agelens.estimates import Face
-from agelens.gate import GatePolicy, pass_rates
-from agelens.groups import GroupScheme
+from agelens.data.datasets import Sample
+from agelens.decisions import calibration
+from agelens.decisions.gate import GatePolicy, pass_rates
+from agelens.decisions.groups import GroupScheme
+from agelens.pipeline.estimates import Face
 
 #: Bands that matter for age assurance (13-17 and 18-24 around the gate) and for fairness.
 AGE_BANDS: tuple[tuple[str, int, int], ...] = (

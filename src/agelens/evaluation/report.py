@@ -18,13 +18,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from agelens.decisions.gate import GatePolicy, pass_rates
+from agelens.decisions.groups import GroupScheme
 from agelens.errors import ImageError
-from agelens.evaluation import Prediction, gate_scores
-from agelens.gate import GatePolicy, pass_rates
-from agelens.groups import GroupScheme
-from agelens.images import load_image
-from agelens.plots import plot_bars, plot_confusion, plot_curves, plot_gate_tradeoff, save_grid
-from agelens.report_html import figure, page, table
+from agelens.evaluation.metrics import Prediction, gate_scores
+from agelens.evaluation.plots import (
+    plot_bars,
+    plot_confusion,
+    plot_curves,
+    plot_gate_tradeoff,
+    save_grid,
+)
+from agelens.evaluation.report_page import figure, page, table
+from agelens.pipeline.images import load_image
 
 GALLERY_SIZE = 24
 BUFFERS = np.arange(0.0, 30.5, 0.5)

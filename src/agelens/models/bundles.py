@@ -17,8 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from agelens.decisions.gate import ESTIMATE, GatePolicy
 from agelens.errors import ModelError
-from agelens.gate import ESTIMATE, GatePolicy
 
 DEFAULT_BUNDLE = "cydral-v1"
 DEFAULT_DETECTOR = "yunet-2023"

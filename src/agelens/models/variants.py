@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from agelens.bundles import Bundle
 from agelens.errors import ModelError
-from agelens.model import AgeModel
+from agelens.models.bundles import Bundle
+from agelens.pipeline.network import AgeModel
 
 #: Years a variant's expected age may differ from fp32's on any one chip.
 MAX_AGE_DIFFERENCE = 1.0

@@ -23,7 +23,7 @@ import dlib
 import numpy as np
 from numpy.typing import NDArray
 
-from agelens.images import RGBImage
+from agelens.pipeline.images import RGBImage
 
 Box = tuple[float, float, float, float]
 

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from agelens import calibration
-from agelens.groups import GroupScheme
+from agelens.decisions import calibration
+from agelens.decisions.groups import GroupScheme
 
 #: Share of the predicted distribution the reported interval holds.
 DEFAULT_INTERVAL_LEVEL = 0.9
@@ -64,7 +64,7 @@ def summarize(
     """Expected age, ``level`` interval and group masses, for each row.
 
     With a bundle's conformal calibration for ``level`` the interval is the calibrated
-    one (see :mod:`agelens.calibration`); without, it is the central ``level`` mass of
+    one (see :mod:`agelens.decisions.calibration`); without, it is the central ``level`` mass of
     the distribution in whole years, which is only as honest as the network's softmax.
     """
     values = np.asarray(class_ages, dtype=np.float64)

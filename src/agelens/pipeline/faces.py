@@ -15,10 +15,10 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from agelens.bundles import DEFAULT_DETECTOR, FACE_DETECTION, Bundle, load_bundle
 from agelens.errors import ModelError
-from agelens.images import RGBImage
-from agelens.runtime import open_session
+from agelens.models.bundles import DEFAULT_DETECTOR, FACE_DETECTION, Bundle, load_bundle
+from agelens.pipeline.images import RGBImage
+from agelens.pipeline.runtime import open_session
 
 #: Longer side of the image the detector sees. Chosen with ``bench/benchmark.py``:
 #: it keeps faces down to about 4% of the image width and is the speed lever.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from agelens.bundles import Bundle
 from agelens.errors import ModelError
-from agelens.runtime import open_session
+from agelens.models.bundles import Bundle
+from agelens.pipeline.runtime import open_session
 
 BATCH_SIZE = 64
 

@@ -28,7 +28,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from agelens import __version__
 from agelens.annotate import annotate
-from agelens.bundles import describe_builtin_bundles
+from agelens.decisions.groups import IMFDB, GroupScheme, resolve_scheme
 from agelens.errors import (
     EmptyImageError,
     ImageError,
@@ -37,10 +37,10 @@ from agelens.errors import (
     TruncatedImageError,
     UnsupportedImageError,
 )
-from agelens.estimates import Face
 from agelens.estimator import AgeEstimator
-from agelens.groups import IMFDB, GroupScheme, resolve_scheme
-from agelens.images import RGBImage, load_image
+from agelens.models.bundles import describe_builtin_bundles
+from agelens.pipeline.estimates import Face
+from agelens.pipeline.images import RGBImage, load_image
 from agelens.server.schemas import EstimateOut, GateOut
 from agelens.server.settings import ServerSettings
 from agelens.server.uploads import UploadError, read_image_bytes

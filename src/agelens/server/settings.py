@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from agelens.bundles import DEFAULT_BUNDLE
+from agelens.models.bundles import DEFAULT_BUNDLE
 
 #: Uploads above this many bytes are refused with 413 before they are read in full.
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024

@@ -18,10 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agelens import calibration
-from agelens.bundles import DEFAULT_BUNDLE, FP32, Bundle, load_bundle
-from agelens.chips import AlignmentSettings, ChipSet, load_chips
-from agelens.datasets import (
+from agelens.data.chip_cache import AlignmentSettings, ChipSet, load_chips
+from agelens.data.datasets import (
     Dataset,
     read_dataset,
     spec_label,
@@ -29,12 +27,13 @@ from agelens.datasets import (
     unique_samples,
     write_split,
 )
+from agelens.decisions import calibration
+from agelens.decisions.gate import fit_policy
+from agelens.decisions.groups import GroupScheme
 from agelens.errors import DatasetError
-from agelens.gate import fit_policy
-from agelens.groups import GroupScheme
-from agelens.network import export_onnx, load_onnx_weights
-from agelens.plots import plot_curves
-from agelens.training import (
+from agelens.evaluation.plots import plot_curves
+from agelens.models.bundles import DEFAULT_BUNDLE, FP32, Bundle, load_bundle
+from agelens.training.loop import (
     LabelledChips,
     Normalise,
     TrainConfig,
@@ -43,6 +42,7 @@ from agelens.training import (
     predict_probabilities,
     train,
 )
+from agelens.training.torch_network import export_onnx, load_onnx_weights
 
 RESEARCH_DATASETS = {"utkface", "imfdb"}
 

@@ -30,8 +30,8 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.nn import functional
 
-from agelens.groups import GroupScheme
-from agelens.network import AgeNet
+from agelens.decisions.groups import GroupScheme
+from agelens.training.torch_network import AgeNet
 
 Task = Literal["age", "groups"]
 Mode = Literal["head", "finetune"]

@@ -1,0 +1,1 @@
+"""Labelled datasets: readers, splits, an overview, and a cache of aligned chips."""

@@ -1,0 +1,1 @@
+"""Decisions made from estimates: age groups, calibrated intervals, the age gate."""

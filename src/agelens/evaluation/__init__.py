@@ -1,0 +1,1 @@
+"""Scoring models on labelled data: metrics, figures and HTML reports."""

@@ -1,0 +1,1 @@
+"""The path of the data: image -> faces -> chips -> network -> estimates."""
