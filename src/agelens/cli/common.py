@@ -40,8 +40,8 @@ TtaOption = Annotated[
 PrecisionOption = Annotated[
     str | None,
     typer.Option(
-        help="Weights: fp32, or int8 (quantized, about 3x faster) where the bundle has it "
-        "(default: the bundle's)."
+        help="Weights: fp32, or int8 where the bundle ships a checked variant "
+        "(default: the bundle's; agelens models lists them)."
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
