@@ -95,9 +95,9 @@ def main() -> None:
     args = parser.parse_args()
     estimator = AgeEstimator(precision=FP32)
     reference = estimator.bundle
-    calibration_chips = tool.sample_chips(estimator, 256, 0)
     faces = tool.face_chips(estimator)
-    check_chips = np.concatenate([faces, faces[:, :, ::-1], tool.sample_chips(estimator, 64, 1)])
+    calibration_chips = tool.sample_chips(faces, 256, 0)
+    check_chips = tool.check_chips(faces, 64, 1)
     crops, truth = crop_chips(estimator, args.data, args.crops)
     expected = AgeModel(reference).distributions(crops, flip=False) @ np.asarray(reference.ages)
     results: dict = {

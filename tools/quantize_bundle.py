@@ -79,15 +79,19 @@ def face_chips(estimator: AgeEstimator) -> np.ndarray:
     return np.stack(faces)
 
 
-def sample_chips(estimator: AgeEstimator, count: int, seed: int) -> np.ndarray:
-    """``count`` varied chips, and their mirror images, of the faces in the package photos."""
-    faces = face_chips(estimator)
+def sample_chips(faces: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` varied chips, and their mirror images, of ``faces``."""
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.from_numpy(faces).permute(0, 3, 1, 2).float()
     repeats = -(-count // len(faces))
     varied = augment(pixels.repeat(repeats, 1, 1, 1)[:count], generator)
     chips = varied.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
     return np.concatenate([chips, chips[:, :, ::-1]])
+
+
+def check_chips(faces: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """The chips a variant is checked on: ``faces`` as cut, mirrored, and varied anew."""
+    return np.concatenate([faces, faces[:, :, ::-1], sample_chips(faces, count, seed)])
 
 
 class ChipReader(CalibrationDataReader):
@@ -114,7 +118,8 @@ def main() -> None:
     args = parser.parse_args()
     estimator = AgeEstimator(args.model, precision=FP32)
     bundle = estimator.bundle
-    chips = sample_chips(estimator, args.samples, args.seed)
+    faces = face_chips(estimator)
+    chips = sample_chips(faces, args.samples, args.seed)
     target = args.out / VARIANT_FILE
     with tempfile.TemporaryDirectory() as folder:
         prepared = Path(folder) / "prepared.onnx"
@@ -132,13 +137,10 @@ def main() -> None:
             calibrate_method=CalibrationMethod.Percentile,
             nodes_to_exclude=head,
         )
-    faces = face_chips(estimator)
-    check_chips = np.concatenate(
-        [faces, faces[:, :, ::-1], sample_chips(estimator, args.samples // 4, args.seed + 1)]
-    )
+    check = check_chips(faces, args.samples // 4, args.seed + 1)
     variant = dataclasses.replace(bundle, model_path=target, precision=INT8)
     try:
-        worst = check_variant(bundle, variant, check_chips)
+        worst = check_variant(bundle, variant, check)
     except ModelError as error:
         target.unlink()
         raise SystemExit(f"not listed, variant deleted: {error}") from error
@@ -154,7 +156,7 @@ def main() -> None:
         + ", ".join(PHOTOS)
         + " (public domain and CC0)",
         "checked": {
-            "chips": len(check_chips),
+            "chips": len(check),
             "max_age_difference": round(worst, 3),
             "cpu": cpu_features(),
         },
