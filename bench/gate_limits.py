@@ -33,8 +33,8 @@ from agelens.models.bundles import load_bundle
 from agelens.pipeline.estimates import quantile_classes
 from agelens.pipeline.network import AgeModel
 from agelens.pipeline.runtime import machine_record
+from agelens.training.config import TrainConfig
 from agelens.training.job import JobOptions, prepare
-from agelens.training.loop import TrainConfig
 
 MAX_MINOR_PASS = 0.02
 Scores = dict[str, Callable[[NDArray[np.float64]], NDArray[np.float64]]]

@@ -16,17 +16,11 @@ from agelens.decisions.groups import IMFDB
 from agelens.models.bundles import FP32, load_bundle
 from agelens.pipeline.chips import Aligner
 from agelens.pipeline.network import AgeModel
+from agelens.training.augmentation import Normalise, augment
+from agelens.training.config import TrainConfig, pick_device
 from agelens.training.job import JobOptions, labelled, run, split_rows
-from agelens.training.loop import (
-    Normalise,
-    Objective,
-    TrainConfig,
-    augment,
-    class_ages_for,
-    pick_device,
-    train,
-    widen_head,
-)
+from agelens.training.loop import train
+from agelens.training.objective import Objective, class_ages_for, widen_head
 from agelens.training.torch_network import export_onnx, load_onnx_weights
 
 

@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 
 from agelens.models.bundles import FP32, load_bundle
+from agelens.training.config import TrainConfig, TrainResult
 from agelens.training.job import JobOptions, prepare, write_bundle
-from agelens.training.loop import TrainConfig, TrainResult
 from agelens.training.torch_network import Ensemble, load_onnx_weights
 
 SHARED = ("input", "alignment")

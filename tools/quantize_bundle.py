@@ -50,7 +50,7 @@ from agelens.models.variants import check_variant
 from agelens.pipeline.chips import landmark_box
 from agelens.pipeline.network import network_input
 from agelens.pipeline.runtime import cpu_features
-from agelens.training.loop import augment
+from agelens.training.augmentation import augment
 
 VARIANT_FILE = "model-int8.onnx"
 PHOTOS = {

@@ -33,16 +33,11 @@ from agelens.decisions.groups import GroupScheme
 from agelens.errors import DatasetError
 from agelens.evaluation.plots import plot_curves
 from agelens.models.bundles import DEFAULT_BUNDLE, FP32, Bundle, load_bundle
-from agelens.training.loop import (
-    LabelledChips,
-    Normalise,
-    TrainConfig,
-    TrainResult,
-    pick_device,
-    predict_probabilities,
-    train,
-)
+from agelens.training.augmentation import Normalise
+from agelens.training.config import LabelledChips, TrainConfig, TrainResult, pick_device
+from agelens.training.loop import train
 from agelens.training.torch_network import export_onnx, load_onnx_weights
+from agelens.training.validation import predict_probabilities
 
 RESEARCH_DATASETS = {"utkface", "imfdb"}
 

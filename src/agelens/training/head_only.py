@@ -1,0 +1,81 @@
+"""``--mode head``: the last layer alone, trained on features computed once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch.nn import functional
+
+from agelens.training.augmentation import Normalise
+from agelens.training.config import LabelledChips
+from agelens.training.objective import Objective
+from agelens.training.torch_network import AgeNet
+from agelens.training.validation import BestSoFar, val_scores
+
+
+def train_head(
+    net: AgeNet,
+    train_set: LabelledChips,
+    val_set: LabelledChips,
+    normalise: Normalise,
+    objective: Objective,
+    generator: torch.Generator,
+    on_epoch: Callable[[dict[str, float]], None] | None,
+) -> tuple[list[dict[str, float]], int]:
+    """Features once (with mirrored copies for training), then the linear head alone."""
+    config = objective.config
+    net.eval()
+    train_features = _features(net, train_set.chips, normalise, mirror=True)
+    val_features = _features(net, val_set.chips, normalise, mirror=False)
+    device = objective.ages.device
+    train_ages = torch.from_numpy(train_set.ages).repeat(2).to(device)
+    train_groups = torch.from_numpy(train_set.groups).repeat(2).to(device)
+    val_ages, val_groups = torch.from_numpy(val_set.ages), torch.from_numpy(val_set.groups)
+    head = net.head
+    optimiser = torch.optim.AdamW(
+        head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    history: list[dict[str, float]] = []
+    best = BestSoFar(head, config.patience)
+    for epoch in range(1, config.epochs + 1):
+        order = torch.randperm(len(train_features), generator=generator).to(device)
+        running = 0.0
+        for start in range(0, len(order), config.batch_size):
+            index = order[start : start + config.batch_size]
+            features = functional.dropout(train_features[index], config.dropout, training=True)
+            loss = objective.loss(head(features), train_ages[index], train_groups[index])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            running += loss.item() * len(index)
+        with torch.inference_mode():
+            probabilities = torch.softmax(head(val_features), dim=1)
+        row = {
+            "epoch": epoch,
+            "train_loss": running / len(order),
+            **val_scores(objective, probabilities, val_ages, val_groups),
+        }
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+        if best.update(row["val_score"], epoch):
+            break
+    best.restore()
+    return history, best.epoch
+
+
+def _features(
+    net: AgeNet, chips: NDArray[np.uint8], normalise: Normalise, *, mirror: bool
+) -> torch.Tensor:
+    """Pooled features of every chip, then (``mirror``) of every mirrored chip."""
+    device = next(net.parameters()).device
+    outputs = []
+    with torch.inference_mode():
+        for flipped in (False, True) if mirror else (False,):
+            for start in range(0, len(chips), 256):
+                x = normalise(torch.from_numpy(chips[start : start + 256]).to(device))
+                outputs.append(net.features(x.flip(3) if flipped else x))
+    return torch.cat(outputs).clone()
