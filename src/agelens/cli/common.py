@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agelens.batch import EstimatorPool
 from agelens.data.datasets import Sample
+from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
 from agelens.evaluation.metrics import Prediction, predict_samples
 
@@ -91,3 +92,19 @@ def predict_with_progress(
                 on_progress=partial(progress.advance, task),
             )
         )
+
+
+def make_estimator(
+    model: str, groups: str, tta: bool | None, precision: str | None, **options: float
+) -> AgeEstimator:
+    """The estimator a command asked for; a bad model or option stops it with exit code 2."""
+    try:
+        return AgeEstimator(
+            model,
+            groups=groups,
+            tta=tta,
+            precision=precision,
+            **options,  # type: ignore[arg-type]
+        )
+    except (AgeLensError, ValueError) as error:
+        raise fail(str(error), 2) from error

@@ -6,17 +6,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from agelens.annotate import label_of, save_annotated
 from agelens.batch import EstimatorPool, ImageResult, collect_images
-from agelens.cli import train as cli_train
 from agelens.cli.common import (
     AlignedOption,
-    DataOption,
     GroupsOption,
     JsonOption,
     ModelOption,
@@ -24,15 +22,14 @@ from agelens.cli.common import (
     TtaOption,
     err,
     fail,
+    make_estimator,
     out,
-    predict_with_progress,
     progress_bar,
 )
-from agelens.data.datasets import read_dataset, select_split
-from agelens.decisions.gate import Decision
-from agelens.errors import AgeLensError
+from agelens.cli.evaluate import evaluate
+from agelens.cli.gate import gate
+from agelens.cli.train import calibrate, eda, train
 from agelens.estimator import AgeEstimator
-from agelens.evaluation.metrics import metrics
 from agelens.models.bundles import DEFAULT_BUNDLE, describe_builtin_bundles
 from agelens.pipeline.faces import DEFAULT_MAX_SIDE
 
@@ -42,23 +39,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-#: Exit codes of ``agelens gate``, so scripts can branch without parsing output.
-GATE_EXIT = {Decision.PASS: 0, Decision.REFER: 3, Decision.NO_FACE: 4}
-
-
-def _estimator(
-    model: str, groups: str, tta: bool | None, precision: str | None, **options: float
-) -> AgeEstimator:
-    try:
-        return AgeEstimator(
-            model,
-            groups=groups,
-            tta=tta,
-            precision=precision,
-            **options,  # type: ignore[arg-type]
-        )
-    except (AgeLensError, ValueError) as error:
-        raise fail(str(error), 2) from error
 
 
 def _run(
@@ -85,7 +65,6 @@ def _files(paths: list[Path]) -> list[Path]:
     return files
 
 
-@app.command()
 def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (walked).")],
     as_json: JsonOption = False,
@@ -111,7 +90,7 @@ def predict(
 
     Exit code 1 when any file could not be read (the others are still processed).
     """
-    estimator = _estimator(
+    estimator = make_estimator(
         model,
         groups,
         tta,
@@ -164,62 +143,6 @@ def _print_faces(result: ImageResult) -> None:
     out.print(table)
 
 
-@app.command()
-def gate(
-    path: Annotated[Path, typer.Argument(help="One photo.")],
-    over: Annotated[float, typer.Option(help="The legal age to check.")] = 18,
-    buffer: Annotated[
-        float | None,
-        typer.Option(
-            help="Years above --over a face must look to pass (default: the model's fitted "
-            "buffer, else Challenge 25's 7)."
-        ),
-    ] = None,
-    as_json: JsonOption = False,
-    model: ModelOption = DEFAULT_BUNDLE,
-    tta: TtaOption = None,
-    precision: PrecisionOption = None,
-) -> None:
-    """Age gate: pass when every face looks at least OVER + BUFFER, else refer to an ID check.
-
-    Without --buffer, the model's fitted policy (which may require the lower end of the
-    face's 90% interval, not its estimate, to reach OVER + BUFFER).
-
-    Exit code 0 pass, 3 refer, 4 no face found, 1 unreadable image.
-    """
-    estimator = _estimator(model, "imfdb", tta, precision)
-    try:
-        result = estimator.gate(path, over, buffer)
-    except (AgeLensError, OSError) as error:
-        raise fail(str(error)) from error
-    buffer = result.pass_age - over
-    if as_json:
-        record = {
-            "image": str(path),
-            "decision": str(result.decision),
-            "over": over,
-            "buffer": buffer,
-            "rule": result.rule,
-            "faces": [
-                {**face.to_dict(), "decision": str(decision)}
-                for face, decision in zip(result.faces, result.decisions, strict=True)
-            ],
-        }
-        sys.stdout.write(json.dumps(record) + "\n")
-    else:
-        colour = {"pass": "green", "refer": "yellow", "no_face": "red"}[result.decision]
-        what = "an estimated age" if result.rule == "estimate" else "a 90% interval from"
-        out.print(
-            f"[bold {colour}]{result.decision.upper()}[/] - passes at {what} "
-            f"{result.pass_age:g}+ (over {over:g} with a {buffer:g}-year buffer)",
-            highlight=False,
-        )
-        for face, decision in zip(result.faces, result.decisions, strict=True):
-            out.print(f"  face at {[round(v) for v in face.box]}: {label_of(face)} -> {decision}")
-    raise typer.Exit(GATE_EXIT[result.decision])
-
-
-@app.command()
 def models(as_json: JsonOption = False) -> None:
     """List the models that come with AgeLens (age networks, face detector), with licences."""
     rows = describe_builtin_bundles()
@@ -245,97 +168,6 @@ def models(as_json: JsonOption = False) -> None:
     out.print(table)
 
 
-@app.command()
-def evaluate(
-    data: DataOption,
-    split: Annotated[
-        str | None,
-        typer.Option(
-            help="train, val, test or all (default: test; csv: all). Content-hash 60/20/20."
-        ),
-    ] = None,
-    groups: GroupsOption = "imfdb",
-    model: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Bundle name or folder; repeat to compare models (default: cydral-v1).",
-        ),
-    ] = None,
-    aligned: AlignedOption = False,
-    tta: TtaOption = None,
-    precision: PrecisionOption = None,
-    over: Annotated[float, typer.Option(help="Threshold of the age-gate figures.")] = 18,
-    limit: Annotated[int | None, typer.Option(help="Score only the first N samples.")] = None,
-    report: Annotated[
-        Path | None,
-        typer.Option(help="Write metrics.json, figures and an HTML report to this folder."),
-    ] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Score models on a labelled dataset: MAE, CS@5, coverage, groups, bands, fairness, gate."""
-    try:
-        dataset = read_dataset(data)
-        chosen = split or ("all" if dataset.kind in ("csv", "folder") else "test")
-        samples = select_split(dataset, chosen)[:limit]  # type: ignore[arg-type]
-    except AgeLensError as error:
-        raise fail(str(error), 2) from error
-    if not samples:
-        raise fail(f"no samples in split {chosen!r} of {data}", 2)
-    runs = []
-    for name in model or [DEFAULT_BUNDLE]:
-        estimator = _estimator(name, groups, tta, precision)
-        predictions = predict_with_progress(
-            estimator, samples, f"Evaluating {estimator.bundle.name}", aligned=aligned
-        )
-        policy = estimator.bundle.gate_policy(over)
-        result = {
-            "data": data,
-            "split": chosen,
-            "model": estimator.bundle.name,
-            "tta": estimator.tta,
-            "precision": estimator.bundle.precision,
-            "unreadable": len(samples) - len(predictions),
-            **metrics(predictions, scheme=estimator.groups, policy=policy),
-        }
-        runs.append((result, predictions, estimator.bundle.folder))
-        if as_json:
-            sys.stdout.write(json.dumps(result) + "\n")
-        else:
-            _print_metrics(result)
-    if report is not None:
-        try:
-            from agelens.evaluation.report import write_report
-        except ImportError as error:
-            raise fail("reports need the train extras: pip install 'agelens[train]'", 2) from error
-        page = write_report(report, f"Evaluation on {data} ({chosen})", runs, estimator.groups)
-        err.print(f"report: {page}")
-
-
-def _print_metrics(result: dict[str, Any]) -> None:
-    table = Table(title=f"{result['model']} on {result['data']} ({result['split']})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        if not isinstance(value, dict):
-            table.add_row(key, str(value))
-    for band, numbers in result.get("per_band", {}).items():
-        table.add_row(f"MAE {band}", f"{numbers['mae']:.2f} (n={numbers['n']})")
-    for attribute in ("gender", "race"):
-        if by := result.get(f"by_{attribute}"):
-            for value, numbers in by["groups"].items():
-                table.add_row(f"MAE {value}", f"{numbers['mae']:.2f} (n={numbers['n']})")
-            table.add_row(f"{attribute} gap", f"{by['gap']:.2f}")
-    if gate := result.get("gate"):
-        table.add_row(
-            f"gate over {gate['over']:g} (+{gate['buffer']:g})",
-            f"13-17 pass {gate['pass_13_17']:.1%}, 25+ pass {gate['pass_25_plus']:.1%}",
-        )
-    out.print(table)
-
-
-@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
@@ -369,6 +201,5 @@ def serve(
     )
 
 
-app.command()(cli_train.eda)
-app.command()(cli_train.train)
-app.command()(cli_train.calibrate)
+for command in (predict, gate, models, evaluate, serve, eda, train, calibrate):
+    app.command()(command)

@@ -117,8 +117,8 @@ def train(
 ) -> None:
     """Train an age model on your data, from the bundled network; writes a calibrated bundle."""
     try:
+        from agelens.training.config import TrainConfig, pick_device
         from agelens.training.job import JobOptions, run
-        from agelens.training.loop import TrainConfig, pick_device
     except ImportError as error:
         raise fail("training needs its extras: pip install 'agelens[train]'", 2) from error
     if task not in ("age", "groups") or mode not in ("head", "finetune"):

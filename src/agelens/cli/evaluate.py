@@ -1,0 +1,118 @@
+"""``agelens evaluate``: score models on a labelled dataset, optionally with an HTML report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from agelens.cli.common import (
+    AlignedOption,
+    DataOption,
+    GroupsOption,
+    JsonOption,
+    PrecisionOption,
+    TtaOption,
+    err,
+    fail,
+    make_estimator,
+    out,
+    predict_with_progress,
+)
+from agelens.data.datasets import read_dataset, select_split
+from agelens.errors import AgeLensError
+from agelens.evaluation.metrics import metrics
+from agelens.models.bundles import DEFAULT_BUNDLE
+
+
+def evaluate(
+    data: DataOption,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="train, val, test or all (default: test; csv: all). Content-hash 60/20/20."
+        ),
+    ] = None,
+    groups: GroupsOption = "imfdb",
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Bundle name or folder; repeat to compare models (default: cydral-v1).",
+        ),
+    ] = None,
+    aligned: AlignedOption = False,
+    tta: TtaOption = None,
+    precision: PrecisionOption = None,
+    over: Annotated[float, typer.Option(help="Threshold of the age-gate figures.")] = 18,
+    limit: Annotated[int | None, typer.Option(help="Score only the first N samples.")] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write metrics.json, figures and an HTML report to this folder."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score models on a labelled dataset: MAE, CS@5, coverage, groups, bands, fairness, gate."""
+    try:
+        dataset = read_dataset(data)
+        chosen = split or ("all" if dataset.kind in ("csv", "folder") else "test")
+        samples = select_split(dataset, chosen)[:limit]  # type: ignore[arg-type]
+    except AgeLensError as error:
+        raise fail(str(error), 2) from error
+    if not samples:
+        raise fail(f"no samples in split {chosen!r} of {data}", 2)
+    runs = []
+    for name in model or [DEFAULT_BUNDLE]:
+        estimator = make_estimator(name, groups, tta, precision)
+        predictions = predict_with_progress(
+            estimator, samples, f"Evaluating {estimator.bundle.name}", aligned=aligned
+        )
+        policy = estimator.bundle.gate_policy(over)
+        result = {
+            "data": data,
+            "split": chosen,
+            "model": estimator.bundle.name,
+            "tta": estimator.tta,
+            "precision": estimator.bundle.precision,
+            "unreadable": len(samples) - len(predictions),
+            **metrics(predictions, scheme=estimator.groups, policy=policy),
+        }
+        runs.append((result, predictions, estimator.bundle.folder))
+        if as_json:
+            sys.stdout.write(json.dumps(result) + "\n")
+        else:
+            _print_metrics(result)
+    if report is not None:
+        try:
+            from agelens.evaluation.report import write_report
+        except ImportError as error:
+            raise fail("reports need the train extras: pip install 'agelens[train]'", 2) from error
+        page = write_report(report, f"Evaluation on {data} ({chosen})", runs, estimator.groups)
+        err.print(f"report: {page}")
+
+
+def _print_metrics(result: dict[str, Any]) -> None:
+    table = Table(title=f"{result['model']} on {result['data']} ({result['split']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if not isinstance(value, dict):
+            table.add_row(key, str(value))
+    for band, numbers in result.get("per_band", {}).items():
+        table.add_row(f"MAE {band}", f"{numbers['mae']:.2f} (n={numbers['n']})")
+    for attribute in ("gender", "race"):
+        if by := result.get(f"by_{attribute}"):
+            for value, numbers in by["groups"].items():
+                table.add_row(f"MAE {value}", f"{numbers['mae']:.2f} (n={numbers['n']})")
+            table.add_row(f"{attribute} gap", f"{by['gap']:.2f}")
+    if gate := result.get("gate"):
+        table.add_row(
+            f"gate over {gate['over']:g} (+{gate['buffer']:g})",
+            f"13-17 pass {gate['pass_13_17']:.1%}, 25+ pass {gate['pass_25_plus']:.1%}",
+        )
+    out.print(table)

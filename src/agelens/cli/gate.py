@@ -1,0 +1,81 @@
+"""``agelens gate``: is everyone in a photo over an age, or must they show ID?"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agelens.annotate import label_of
+from agelens.cli.common import (
+    JsonOption,
+    ModelOption,
+    PrecisionOption,
+    TtaOption,
+    fail,
+    make_estimator,
+    out,
+)
+from agelens.decisions.gate import Decision
+from agelens.errors import AgeLensError
+from agelens.models.bundles import DEFAULT_BUNDLE
+
+#: Exit codes of ``agelens gate``, so scripts can branch without parsing output.
+GATE_EXIT = {Decision.PASS: 0, Decision.REFER: 3, Decision.NO_FACE: 4}
+
+
+def gate(
+    path: Annotated[Path, typer.Argument(help="One photo.")],
+    over: Annotated[float, typer.Option(help="The legal age to check.")] = 18,
+    buffer: Annotated[
+        float | None,
+        typer.Option(
+            help="Years above --over a face must look to pass (default: the model's fitted "
+            "buffer, else Challenge 25's 7)."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    model: ModelOption = DEFAULT_BUNDLE,
+    tta: TtaOption = None,
+    precision: PrecisionOption = None,
+) -> None:
+    """Age gate: pass when every face looks at least OVER + BUFFER, else refer to an ID check.
+
+    Without --buffer, the model's fitted policy (which may require the lower end of the
+    face's 90% interval, not its estimate, to reach OVER + BUFFER).
+
+    Exit code 0 pass, 3 refer, 4 no face found, 1 unreadable image.
+    """
+    estimator = make_estimator(model, "imfdb", tta, precision)
+    try:
+        result = estimator.gate(path, over, buffer)
+    except (AgeLensError, OSError) as error:
+        raise fail(str(error)) from error
+    buffer = result.pass_age - over
+    if as_json:
+        record = {
+            "image": str(path),
+            "decision": str(result.decision),
+            "over": over,
+            "buffer": buffer,
+            "rule": result.rule,
+            "faces": [
+                {**face.to_dict(), "decision": str(decision)}
+                for face, decision in zip(result.faces, result.decisions, strict=True)
+            ],
+        }
+        sys.stdout.write(json.dumps(record) + "\n")
+    else:
+        colour = {"pass": "green", "refer": "yellow", "no_face": "red"}[result.decision]
+        what = "an estimated age" if result.rule == "estimate" else "a 90% interval from"
+        out.print(
+            f"[bold {colour}]{result.decision.upper()}[/] - passes at {what} "
+            f"{result.pass_age:g}+ (over {over:g} with a {buffer:g}-year buffer)",
+            highlight=False,
+        )
+        for face, decision in zip(result.faces, result.decisions, strict=True):
+            out.print(f"  face at {[round(v) for v in face.box]}: {label_of(face)} -> {decision}")
+    raise typer.Exit(GATE_EXIT[result.decision])
