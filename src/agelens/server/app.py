@@ -8,7 +8,6 @@ serving; nothing of it is written to disk or to the log.
 from __future__ import annotations
 
 import base64
-import hmac
 import io
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -18,29 +17,21 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException
 from swagger_ui_bundle import swagger_ui_path
 
 from agelens import __version__
 from agelens.annotate import annotate
 from agelens.decisions.groups import IMFDB, GroupScheme, resolve_scheme
-from agelens.errors import (
-    EmptyImageError,
-    ImageError,
-    ImageTooLargeError,
-    NotAnImageError,
-    TruncatedImageError,
-    UnsupportedImageError,
-)
 from agelens.estimator import AgeEstimator
 from agelens.models.bundles import describe_builtin_bundles
 from agelens.pipeline.estimates import Face
 from agelens.pipeline.images import RGBImage, load_image
+from agelens.server.access import api_key_guard
+from agelens.server.error_handlers import add_error_handlers
 from agelens.server.schemas import EstimateOut, GateOut
 from agelens.server.settings import ServerSettings
 from agelens.server.uploads import UploadError, read_image_bytes
@@ -48,14 +39,6 @@ from agelens.server.uploads import UploadError, read_image_bytes
 log = logging.getLogger("agelens.server")
 WEB = files("agelens.server") / "web"
 
-#: Status per image error: too large 413, not an image we take 415, cannot be decoded 422.
-IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
-    ImageTooLargeError: 413,
-    NotAnImageError: 415,
-    UnsupportedImageError: 415,
-    EmptyImageError: 422,
-    TruncatedImageError: 422,
-}
 #: The page may load only what this server serves: no CDN, no third party.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
@@ -134,8 +117,8 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "X-API-Key", "Authorization"],
         )
-    _add_error_handlers(app)
-    require_key = _api_key_guard(settings.api_key)
+    add_error_handlers(app)
+    require_key = api_key_guard(settings.api_key)
     upload_route: dict[str, Any] = {
         "tags": ["estimate"],
         "response_model_exclude_none": True,
@@ -285,47 +268,3 @@ def _response(
         annotate(image, faces).save(buffer, format="JPEG", quality=90)
         result["annotated_jpeg_base64"] = base64.b64encode(buffer.getvalue()).decode("ascii")
     return result
-
-
-def _api_key_guard(api_key: str | None) -> Callable[[Request], None]:
-    def require_key(request: Request) -> None:
-        if api_key is None:
-            return
-        given = request.headers.get("x-api-key", "")
-        bearer = request.headers.get("authorization", "")
-        if not given and bearer.lower().startswith("bearer "):
-            given = bearer[7:]
-        if not hmac.compare_digest(given.encode(), api_key.encode()):
-            raise UploadError(401, "missing or wrong API key (send it as X-API-Key)")
-
-    return require_key
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(UploadError)
-    async def upload_error(_: Request, error: UploadError) -> JSONResponse:
-        return JSONResponse({"error": error.message}, status_code=error.status)
-
-    @app.exception_handler(ImageError)
-    async def image_error(_: Request, error: ImageError) -> JSONResponse:
-        status = next(
-            (code for kind, code in IMAGE_ERROR_STATUS.items() if isinstance(error, kind)), 422
-        )
-        # The message names the problem, never the content: "<bytes>: ...".
-        return JSONResponse({"error": str(error).removeprefix("<bytes>: ")}, status_code=status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in issue['loc'])}: {issue['msg']}" for issue in error.errors()
-        )
-        return JSONResponse({"error": problems}, status_code=422)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, error: Exception) -> JSONResponse:
-        log.error("unexpected %s while serving a request", type(error).__name__)
-        return JSONResponse({"error": "internal error"}, status_code=500)

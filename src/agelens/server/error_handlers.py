@@ -1,0 +1,61 @@
+"""Every error as JSON ``{"error": ...}`` with a 4xx status; nothing unexpected leaks out."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from agelens.errors import (
+    EmptyImageError,
+    ImageError,
+    ImageTooLargeError,
+    NotAnImageError,
+    TruncatedImageError,
+    UnsupportedImageError,
+)
+from agelens.server.uploads import UploadError
+
+log = logging.getLogger("agelens.server")
+
+#: Status per image error: too large 413, not an image we take 415, cannot be decoded 422.
+IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
+    ImageTooLargeError: 413,
+    NotAnImageError: 415,
+    UnsupportedImageError: 415,
+    EmptyImageError: 422,
+    TruncatedImageError: 422,
+}
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(UploadError)
+    async def upload_error(_: Request, error: UploadError) -> JSONResponse:
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(ImageError)
+    async def image_error(_: Request, error: ImageError) -> JSONResponse:
+        status = next(
+            (code for kind, code in IMAGE_ERROR_STATUS.items() if isinstance(error, kind)), 422
+        )
+        # The message names the problem, never the content: "<bytes>: ...".
+        return JSONResponse({"error": str(error).removeprefix("<bytes>: ")}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in issue['loc'])}: {issue['msg']}" for issue in error.errors()
+        )
+        return JSONResponse({"error": problems}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.error("unexpected %s while serving a request", type(error).__name__)
+        return JSONResponse({"error": "internal error"}, status_code=500)
