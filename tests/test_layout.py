@@ -61,3 +61,53 @@ def test_every_module_is_imported_by_another_or_is_an_entry_point():
     modules = {module_name(path) for path in PACKAGE.rglob("*.py") if path.stem != "__init__"}
     dead = sorted(modules - ENTRY_POINTS - imported)
     assert not dead, f"modules nothing imports: {dead}"
+
+
+#: "No module over about 300 lines, no folder over about 10 modules" (docs/architecture.md).
+MAX_MODULE_LINES = 320
+MAX_FOLDER_MODULES = 10
+
+
+def test_modules_and_folders_stay_small():
+    too_long = {
+        module_name(path): lines
+        for path in PACKAGE.rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
+    crowded = {
+        str(folder.relative_to(PACKAGE.parent)): count
+        for folder in [PACKAGE, *(p for p in PACKAGE.rglob("*") if p.is_dir())]
+        if (count := len([p for p in folder.glob("*.py") if p.stem != "__init__"]))
+        > MAX_FOLDER_MODULES
+    }
+    assert not crowded, f"folders over {MAX_FOLDER_MODULES} modules: {crowded}"
+
+
+def test_readme_is_a_short_guide_that_opens_with_both_set_up_commands():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) < 200
+    first_screen = "\n".join(lines[:25])
+    assert first_screen.count("python3 -m venv .venv") == 2
+    assert "agelens predict" in first_screen
+    assert "pytest" in first_screen
+
+
+def anchor_of(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip("# ").lower())
+    return text.replace(" ", "-")
+
+
+def test_links_between_the_docs_lead_somewhere():
+    pages = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").glob("*.md")]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]*)(?:#([\w-]+))?\)", page.read_text()):
+            path, anchor = target
+            if path.startswith("http"):
+                continue
+            linked = (page.parent / path) if path else page
+            assert linked.exists(), f"{page.name} links to missing {path}"
+            if anchor:
+                headings = re.findall(r"^#+ .*$", linked.read_text(), re.M)
+                assert anchor in {anchor_of(h) for h in headings}, f"{page.name}: #{anchor}"
