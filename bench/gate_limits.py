@@ -34,7 +34,7 @@ from agelens.pipeline.estimates import quantile_classes
 from agelens.pipeline.network import AgeModel
 from agelens.pipeline.runtime import machine_record
 from agelens.training.config import TrainConfig
-from agelens.training.job import JobOptions, prepare
+from agelens.training.prepared import JobOptions, prepare
 
 MAX_MINOR_PASS = 0.02
 Scores = dict[str, Callable[[NDArray[np.float64]], NDArray[np.float64]]]

@@ -14,14 +14,15 @@ from agelens.data.chip_cache import AlignmentSettings, load_chips
 from agelens.data.datasets import read_dataset, unique_samples
 from agelens.decisions.groups import IMFDB
 from agelens.models.bundles import FP32, load_bundle
+from agelens.networks.resnet10 import export_onnx, load_onnx_weights
 from agelens.pipeline.chips import Aligner
 from agelens.pipeline.network import AgeModel
 from agelens.training.augmentation import Normalise, augment
 from agelens.training.config import TrainConfig, pick_device
-from agelens.training.job import JobOptions, labelled, run, split_rows
+from agelens.training.job import run
 from agelens.training.loop import train
 from agelens.training.objective import Objective, class_ages_for, widen_head
-from agelens.training.torch_network import export_onnx, load_onnx_weights
+from agelens.training.prepared import JobOptions, labelled, split_rows
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +217,7 @@ def test_an_exported_bundle_reads_back_as_the_same_network(tmp_path, bundle):
 def test_ensemble_exports_mean_probabilities_in_half_the_bytes(tmp_path, bundle):
     import onnxruntime
 
-    from agelens.training.torch_network import Ensemble
+    from agelens.networks.resnet10 import Ensemble
 
     first, second = load_onnx_weights(bundle.model_path), load_onnx_weights(bundle.model_path)
     with torch.no_grad():

@@ -17,9 +17,10 @@ import json
 from pathlib import Path
 
 from agelens.models.bundles import FP32, load_bundle
+from agelens.networks.resnet10 import Ensemble, load_onnx_weights
 from agelens.training.config import TrainConfig, TrainResult
-from agelens.training.job import JobOptions, prepare, write_bundle
-from agelens.training.torch_network import Ensemble, load_onnx_weights
+from agelens.training.job import write_bundle
+from agelens.training.prepared import JobOptions, prepare
 
 SHARED = ("input", "alignment")
 

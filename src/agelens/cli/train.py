@@ -65,15 +65,36 @@ def eda(
 
 
 def train(
-    data: DataOption,
+    data: Annotated[
+        list[str],
+        typer.Option(
+            help="utkface:DIR, imfdb:DIR, csv:FILE or folder:DIR; repeat it to train on "
+            "several datasets at once (ages where one has them, else its groups)."
+        ),
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the trained bundle.")],
     task: Annotated[
         str, typer.Option(help="age (years, DLDL-v2 loss) or groups (cross-entropy on groups).")
     ] = "age",
     groups: GroupsOption = "imfdb",
     mode: Annotated[
-        str, typer.Option(help="head (frozen features, minutes) or finetune (every layer).")
+        str,
+        typer.Option(
+            help="head (frozen features, minutes), finetune (every layer) or tail (the "
+            "layers after --from, on activations cached once; imported networks)."
+        ),
     ] = "finetune",
+    start_from: Annotated[
+        str, typer.Option("--from", help="tail mode: the graph node training starts after.")
+    ] = "",
+    distill: Annotated[
+        float,
+        typer.Option(min=0.0, help="tail mode: weight of distillation from the starting network."),
+    ] = 0.0,
+    l2sp: Annotated[
+        float,
+        typer.Option(min=0.0, help="tail mode: weight of an L2 pull to the starting weights."),
+    ] = 0.0,
     epochs: Annotated[int, typer.Option(min=1, help="Most epochs; early stopping on val.")] = 12,
     size: Annotated[int, typer.Option(min=32, help="Chip size in pixels.")] = 64,
     learning_rate: Annotated[float, typer.Option(help="Head learning rate.")] = 1e-3,
@@ -121,8 +142,10 @@ def train(
         from agelens.training.job import JobOptions, run
     except ImportError as error:
         raise fail("training needs its extras: pip install 'agelens[train]'", 2) from error
-    if task not in ("age", "groups") or mode not in ("head", "finetune"):
-        raise fail("--task is age or groups; --mode is head or finetune", 2)
+    if task not in ("age", "groups") or mode not in ("head", "finetune", "tail"):
+        raise fail("--task is age or groups; --mode is head, finetune or tail", 2)
+    if (mode == "tail") != bool(start_from):
+        raise fail("--mode tail and --from NODE go together", 2)
     if border not in BORDERS:
         raise fail(f"--border is one of {', '.join(BORDERS)}", 2)
     try:
@@ -141,9 +164,12 @@ def train(
         low_resolution=low_resolution,
         patience=patience,
         seed=seed,
+        cut=start_from,
+        distill=distill,
+        l2sp=l2sp,
     )
     options = JobOptions(
-        data,
+        data[0],
         out_dir,
         config,
         scheme,
@@ -153,6 +179,7 @@ def train(
         border=border,
         cache_dir=cache,
         device=device,
+        more_data=tuple(data[1:]),
     )
 
     def report_epoch(row: dict[str, float]) -> None:

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 Task = Literal["age", "groups"]
-Mode = Literal["head", "finetune"]
+Mode = Literal["head", "finetune", "tail"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,12 @@ class TrainConfig:
     average_last: int = 3
     seed: int = 0
     max_age: int = 116
+    #: ``tail`` mode: the node whose cached activation training starts from.
+    cut: str = ""
+    #: ``tail`` mode: weight of the distillation from the starting network (LwF).
+    distill: float = 0.0
+    #: ``tail`` mode: weight of the L2 penalty towards the starting weights (L2-SP).
+    l2sp: float = 0.0
 
 
 @dataclass(slots=True)

@@ -9,10 +9,10 @@ import torch
 from numpy.typing import NDArray
 from torch.nn import functional
 
+from agelens.networks.resnet10 import AgeNet
 from agelens.training.augmentation import Normalise
 from agelens.training.config import LabelledChips
 from agelens.training.objective import Objective
-from agelens.training.torch_network import AgeNet
 from agelens.training.validation import BestSoFar, val_scores
 
 

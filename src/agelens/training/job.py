@@ -10,120 +10,34 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from agelens.data.chip_cache import AlignmentSettings, ChipSet, load_chips
 from agelens.data.datasets import (
     Dataset,
-    read_dataset,
     spec_label,
-    split_of,
-    unique_samples,
-    write_split,
 )
 from agelens.decisions import calibration
 from agelens.decisions.gate import fit_policy
 from agelens.decisions.groups import GroupScheme
-from agelens.errors import DatasetError
 from agelens.evaluation.plots import plot_curves
-from agelens.models.bundles import DEFAULT_BUNDLE, FP32, Bundle, load_bundle
+from agelens.models.bundles import Bundle
+from agelens.networks.graph_age_net import GraphAgeNet, load_graph_network
+from agelens.networks.resnet10 import export_onnx, load_onnx_weights
+from agelens.pipeline.runtime import open_session
 from agelens.training.augmentation import Normalise
-from agelens.training.config import LabelledChips, TrainConfig, TrainResult, pick_device
+from agelens.training.config import LabelledChips, TrainResult, pick_device
 from agelens.training.loop import train
-from agelens.training.torch_network import export_onnx, load_onnx_weights
-from agelens.training.validation import predict_probabilities
+from agelens.training.objective import class_ages_for
+from agelens.training.prepared import JobOptions, PreparedData, prepare
 
 RESEARCH_DATASETS = {"utkface", "imfdb"}
-
-
-@dataclass(frozen=True, slots=True)
-class JobOptions:
-    data: str
-    out: Path
-    config: TrainConfig
-    scheme: GroupScheme | None = None
-    base: str = DEFAULT_BUNDLE
-    size: int = 64
-    aligned: bool = True
-    border: str = "edge"
-    cache_dir: Path | None = None
-    name: str | None = None
-    #: "auto" (a CUDA GPU when torch sees one), "cpu", "cuda" or "cuda:N".
-    device: str = "auto"
-
-
-def labelled(chips: ChipSet, rows: list[int], scheme: GroupScheme | None) -> LabelledChips:
-    """Chips of ``rows`` with ages (NaN when unknown) and group indices (-1 when unknown)."""
-    ages = np.array(
-        [np.nan if chips.samples[r].age is None else chips.samples[r].age for r in rows],
-        dtype=np.float32,
-    )
-    groups = np.full(len(rows), -1, dtype=np.int64)
-    if scheme is not None:
-        index = {label: i for i, label in enumerate(scheme.labels)}
-        for position, row in enumerate(rows):
-            sample = chips.samples[row]
-            if sample.group is not None:
-                if sample.group not in index:
-                    raise DatasetError(
-                        f"label {sample.group!r} is not a group of scheme {scheme.name!r} "
-                        f"({', '.join(scheme.labels)})"
-                    )
-                groups[position] = index[sample.group]
-            elif sample.age is not None:
-                groups[position] = index[scheme.group_of(sample.age)]
-    return LabelledChips(chips.chips[rows], ages, groups)
-
-
-def split_rows(chips: ChipSet) -> dict[str, list[int]]:
-    rows: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    for row, digest in enumerate(chips.digests):
-        rows[split_of(digest)].append(row)
-    return rows
-
-
-def _usable(data: LabelledChips, task: str) -> LabelledChips:
-    keep = ~np.isnan(data.ages) if task == "age" else data.groups >= 0
-    return LabelledChips(data.chips[keep], data.ages[keep], data.groups[keep])
-
-
-@dataclass(slots=True)
-class PreparedData:
-    """A dataset read, deduplicated, split, aligned and labelled for one job."""
-
-    dataset: Dataset
-    base: Bundle
-    counts: dict[str, int]
-    sets: dict[str, LabelledChips]
-    normalise: Normalise
-    unreadable: int
-
-
-def prepare(options: JobOptions, *, show_progress: bool = True) -> PreparedData:
-    """Read and split the data (writing ``split.json``), and align it into the chip cache."""
-    task = options.config.task
-    if task == "groups" and options.scheme is None:
-        raise DatasetError("the groups task needs a group scheme")
-    dataset = read_dataset(options.data)
-    options.out.mkdir(parents=True, exist_ok=True)
-    counts = write_split(dataset, options.out / "split.json")
-    base = load_bundle(options.base, precision=FP32)
-    settings = AlignmentSettings(options.size, base.chip_padding, options.border, options.aligned)
-    chips = load_chips(
-        unique_samples(dataset), settings, cache_dir=options.cache_dir, show_progress=show_progress
-    )
-    rows = split_rows(chips)
-    sets = {name: _usable(labelled(chips, rows[name], options.scheme), task) for name in rows}
-    if len(sets["train"].chips) == 0 or len(sets["val"].chips) == 0:
-        raise DatasetError(f"{options.data}: too few labelled images for a train and a val split")
-    normalise = Normalise(base.mean, base.scale)
-    return PreparedData(dataset, base, counts, sets, normalise, len(chips.unreadable))
 
 
 def run(
@@ -136,7 +50,7 @@ def run(
     """Train, calibrate, score and write the bundle; returns the manifest written."""
     data = prepare(options, show_progress=show_progress)
     result = train(
-        load_onnx_weights(data.base.model_path),
+        training_network(data.base, class_ages_for(options.config.max_age)),
         data.sets["train"],
         data.sets["val"],
         data.normalise,
@@ -145,8 +59,20 @@ def run(
         on_epoch=on_epoch,
         on_step=on_step,
         device=pick_device(options.device),
+        cache_dir=options.cache_dir,
+        checkpoint=options.out / "checkpoint.pt",
     )
     return write_bundle(options, data, result)
+
+
+def training_network(base: Bundle, class_ages: list[float]) -> nn.Module:
+    """The base bundle's network in torch: an imported graph (its head moved onto
+    ``class_ages``) where the manifest names one, else the bundled ResNet-10 from ONNX."""
+    if "network" in base.manifest:
+        net = load_graph_network(base.folder, base.manifest["network"])
+        net.regrid(base.ages, class_ages)
+        return net
+    return load_onnx_weights(base.model_path)
 
 
 def write_bundle(
@@ -154,17 +80,31 @@ def write_bundle(
 ) -> dict[str, Any]:
     """Fit TTA, calibration and gate on val, score test, export; returns the manifest."""
     manifest = _manifest(
-        options, data.dataset, data.base.manifest, result, data.counts, data.unreadable
+        options,
+        [data.dataset, *data.more],
+        data.base.manifest,
+        result,
+        data.counts,
+        data.unreadable,
     )
-    manifest.update(_fit_on_val_and_score(result, data.sets, data.normalise, options.scheme))
     model_path = options.out / "model.onnx"
-    export_onnx(result.net, model_path, options.size, half_weights=half_weights)
+    # An imported graph's weights are float16 in its shards already; so in the ONNX file.
+    half = half_weights or isinstance(result.net, GraphAgeNet)
+    export_onnx(result.net, model_path, options.size, half_weights=half)
+    if isinstance(result.net, GraphAgeNet):
+        result.net.save_graph(data.base.folder / result.net.spec.graph, options.out / "graph")
+        manifest["network"] = {**result.net.spec.to_manifest(), "graph": "graph/model.json"}
+    manifest.update(
+        _fit_on_val_and_score(model_path, result, data.sets, data.normalise, options.scheme)
+    )
     manifest["artifact"] = {
         "path": model_path.name,
         "bytes": model_path.stat().st_size,
         "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
     }
     (options.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    # The bundle is whole: a run of the same job starts afresh rather than resuming.
+    (options.out / "checkpoint.pt").unlink(missing_ok=True)
     if result.history:
         (options.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
         plot_curves(result.history, options.out / "curves.png", options.config.task)
@@ -172,17 +112,28 @@ def write_bundle(
 
 
 def _fit_on_val_and_score(
+    model_path: Path,
     result: TrainResult,
     sets: dict[str, LabelledChips],
     normalise: Normalise,
     scheme: GroupScheme | None,
 ) -> dict[str, Any]:
     """Flip TTA kept only if it helps on val; calibration and gate buffer fitted on val."""
-    net, ages = result.net, result.class_ages
+    ages = result.class_ages
     values = torch.tensor(ages)
+    # The exported file, in onnxruntime on every core: 224-px networks run 3x faster so.
+    session = open_session(model_path, os.cpu_count())
 
     def probabilities(name: str, flip: bool) -> np.ndarray:
-        return predict_probabilities(net, sets[name].chips, normalise, flip=flip).numpy()
+        chips = sets[name].chips
+        outputs = []
+        for start in range(0, len(chips), 64):
+            x = normalise(torch.from_numpy(chips[start : start + 64])).contiguous()
+            p = session.run(None, {"images": x.numpy()})[0]
+            if flip:
+                p = (p + session.run(None, {"images": x.flip(3).contiguous().numpy()})[0]) / 2
+            outputs.append(p)
+        return np.concatenate(outputs) if outputs else np.zeros((0, len(ages)), np.float32)
 
     def score(p: np.ndarray, data: LabelledChips) -> dict[str, float]:
         known = ~np.isnan(data.ages)
@@ -223,15 +174,17 @@ def _fit_on_val_and_score(
 
 def _manifest(
     options: JobOptions,
-    dataset: Dataset,
+    datasets: list[Dataset],
     base: dict[str, Any],
     result: TrainResult,
     counts: dict[str, int],
     unreadable: int,
 ) -> dict[str, Any]:
     base_licence = base["license"]
-    research = dataset.kind in RESEARCH_DATASETS or bool(base_licence.get("research_only"))
-    sources = [dataset.kind]
+    dataset, kinds = datasets[0], [d.kind for d in datasets]
+    research_data = [kind for kind in kinds if kind in RESEARCH_DATASETS]
+    research = bool(research_data) or bool(base_licence.get("research_only"))
+    sources = research_data or [dataset.kind]
     if base_licence.get("research_only"):
         sources.append(f"the base bundle {base['name']}")
     name = options.name or options.out.name
@@ -240,7 +193,7 @@ def _manifest(
         "name": name,
         "description": (
             f"{base['name']} fine-tuned by AgeLens ({options.config.mode}, task "
-            f"{options.config.task}) on {dataset.kind}, {options.size}x{options.size} chips."
+            f"{options.config.task}) on {' and '.join(kinds)}, {options.size}x{options.size} chips."
         ),
         "task": "age",
         "input": {**base["input"], "size": options.size},
@@ -262,10 +215,11 @@ def _manifest(
         },
         "training": {
             "data": spec_label(options.data),
+            "more_data": [spec_label(spec) for spec in options.more_data],
             "dataset": dataset.kind,
             "split": {"file": "split.json", "counts": counts, "rule": "sha1 60/20/20"},
-            "duplicates_dropped": dataset.duplicates,
-            "malformed": len(dataset.malformed),
+            "duplicates_dropped": sum(d.duplicates for d in datasets),
+            "malformed": sum(len(d.malformed) for d in datasets),
             "unreadable": unreadable,
             "base": base["name"],
             "config": result.config,

@@ -18,15 +18,19 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
+from agelens.data.chip_cache import default_cache_dir
 from agelens.decisions.groups import GroupScheme
+from agelens.networks.graph_age_net import GraphAgeNet
+from agelens.networks.resnet10 import AgeNet
 from agelens.training.augmentation import Normalise, augment
 from agelens.training.config import LabelledChips, TrainConfig, TrainResult
 from agelens.training.head_only import train_head
 from agelens.training.objective import Objective, class_ages_for, group_weights, widen_head
-from agelens.training.torch_network import AgeNet
+from agelens.training.tail import train_tail
 from agelens.training.validation import BestSoFar, evaluate
 
 
@@ -41,11 +45,14 @@ def train(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     device: torch.device | None = None,
+    cache_dir: Path | None = None,
+    checkpoint: Path | None = None,
 ) -> TrainResult:
     """Train a copy of ``base``; returns the weights of the best validation epoch, on the CPU.
 
     On a GPU (``device``) the random draws still come from one CPU generator, so a seed
-    shuffles and augments alike on any device.
+    shuffles and augments alike on any device. ``tail`` mode caches activations in
+    ``cache_dir`` and checkpoints each epoch to ``checkpoint``, from which it resumes.
     """
     device = device or torch.device("cpu")
     torch.manual_seed(config.seed)
@@ -62,6 +69,22 @@ def train(
     if config.mode == "head":
         history, best_epoch = train_head(
             net, train_set, val_set, normalise, objective, generator, on_epoch
+        )
+    elif config.mode == "tail":
+        if not isinstance(net, GraphAgeNet) or not config.cut:
+            raise ValueError("tail mode needs an imported graph network and the node to start from")
+        history, best_epoch = train_tail(
+            net,
+            config.cut,
+            train_set,
+            val_set,
+            normalise,
+            objective,
+            generator,
+            cache_dir=cache_dir or default_cache_dir(),
+            checkpoint=checkpoint,
+            on_epoch=on_epoch,
+            on_step=on_step,
         )
     else:
         history, best_epoch = _finetune(

@@ -1,0 +1,134 @@
+"""A training job's data: its datasets read, deduplicated, split, aligned and labelled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agelens.data.chip_cache import AlignmentSettings, ChipSet, load_chips
+from agelens.data.datasets import Dataset, read_dataset, split_of, unique_samples, write_split
+from agelens.decisions.groups import GroupScheme
+from agelens.errors import DatasetError
+from agelens.models.bundles import DEFAULT_BUNDLE, FP32, Bundle, load_bundle
+from agelens.training.augmentation import Normalise
+from agelens.training.config import LabelledChips, TrainConfig
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """Everything a training job is asked for. ``more_data`` are further dataset specs
+    trained on together with ``data``: ages where a dataset has them, group masses where it
+    has only groups (the Indian actors' YOUNG/MIDDLE/OLD)."""
+
+    data: str
+    out: Path
+    config: TrainConfig
+    scheme: GroupScheme | None = None
+    base: str = DEFAULT_BUNDLE
+    size: int = 64
+    aligned: bool = True
+    border: str = "edge"
+    cache_dir: Path | None = None
+    name: str | None = None
+    #: "auto" (a CUDA GPU when torch sees one), "cpu", "cuda" or "cuda:N".
+    device: str = "auto"
+    more_data: tuple[str, ...] = ()
+
+    @property
+    def specs(self) -> tuple[str, ...]:
+        return (self.data, *self.more_data)
+
+
+def labelled(chips: ChipSet, rows: list[int], scheme: GroupScheme | None) -> LabelledChips:
+    """Chips of ``rows`` with ages (NaN when unknown) and group indices (-1 when unknown)."""
+    ages = np.array(
+        [np.nan if chips.samples[r].age is None else chips.samples[r].age for r in rows],
+        dtype=np.float32,
+    )
+    groups = np.full(len(rows), -1, dtype=np.int64)
+    if scheme is not None:
+        index = {label: i for i, label in enumerate(scheme.labels)}
+        for position, row in enumerate(rows):
+            sample = chips.samples[row]
+            if sample.group is not None:
+                if sample.group not in index:
+                    raise DatasetError(
+                        f"label {sample.group!r} is not a group of scheme {scheme.name!r} "
+                        f"({', '.join(scheme.labels)})"
+                    )
+                groups[position] = index[sample.group]
+            elif sample.age is not None:
+                groups[position] = index[scheme.group_of(sample.age)]
+    return LabelledChips(chips.chips[rows], ages, groups)
+
+
+def split_rows(chips: ChipSet) -> dict[str, list[int]]:
+    rows: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for row, digest in enumerate(chips.digests):
+        rows[split_of(digest)].append(row)
+    return rows
+
+
+def _usable(data: LabelledChips, task: str) -> LabelledChips:
+    """Rows the task can learn from: in the age task, an age or else a group."""
+    keep = data.groups >= 0
+    if task == "age":
+        keep = keep | ~np.isnan(data.ages)
+    return LabelledChips(data.chips[keep], data.ages[keep], data.groups[keep])
+
+
+def _joined(parts: list[LabelledChips]) -> LabelledChips:
+    return LabelledChips(
+        np.concatenate([p.chips for p in parts]),
+        np.concatenate([p.ages for p in parts]),
+        np.concatenate([p.groups for p in parts]),
+    )
+
+
+@dataclass(slots=True)
+class PreparedData:
+    """A dataset read, deduplicated, split, aligned and labelled for one job."""
+
+    dataset: Dataset
+    base: Bundle
+    counts: dict[str, int]
+    sets: dict[str, LabelledChips]
+    normalise: Normalise
+    unreadable: int
+    more: list[Dataset] = field(default_factory=list)
+
+
+def prepare(options: JobOptions, *, show_progress: bool = True) -> PreparedData:
+    """Read and split each dataset (writing ``split.json``, and ``split-N.json`` for the
+    N-th further one), align them into the chip cache, and join their splits."""
+    task = options.config.task
+    if task == "groups" and options.scheme is None:
+        raise DatasetError("the groups task needs a group scheme")
+    if options.more_data and options.scheme is None:
+        raise DatasetError("training on several datasets needs a group scheme (--groups)")
+    base = load_bundle(options.base, precision=FP32)
+    settings = AlignmentSettings(options.size, base.chip_padding, options.border, options.aligned)
+    options.out.mkdir(parents=True, exist_ok=True)
+    datasets, parts, counts, unreadable = [], [], {}, 0
+    for number, spec in enumerate(options.specs):
+        dataset = read_dataset(spec)
+        name = "split.json" if number == 0 else f"split-{number + 1}.json"
+        for split, count in write_split(dataset, options.out / name).items():
+            counts[split] = counts.get(split, 0) + count
+        chips = load_chips(
+            unique_samples(dataset),
+            settings,
+            cache_dir=options.cache_dir,
+            show_progress=show_progress,
+        )
+        rows = split_rows(chips)
+        parts.append({n: _usable(labelled(chips, rows[n], options.scheme), task) for n in rows})
+        datasets.append(dataset)
+        unreadable += len(chips.unreadable)
+    sets = {name: _joined([part[name] for part in parts]) for name in ("train", "val", "test")}
+    if len(sets["train"].chips) == 0 or len(sets["val"].chips) == 0:
+        raise DatasetError(f"{options.data}: too few labelled images for a train and a val split")
+    normalise = Normalise(base.mean, base.scale)
+    return PreparedData(datasets[0], base, counts, sets, normalise, unreadable, datasets[1:])
