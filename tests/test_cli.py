@@ -133,6 +133,16 @@ def test_models_lists_licences():
     assert not any(row["research_only"] for row in defaults.values())
 
 
+def test_models_read_at_80_columns_with_licence_and_provenance():
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any(line.startswith("cydral-v1 (default)") and "CC0-1.0" in line for line in lines)
+    research = [line for line in lines if "research use only" in line]
+    assert research and all("(default)" not in line for line in research)
+
+
 def test_evaluate_a_csv_dataset(photos: Path, tmp_path: Path):
     table = tmp_path / "ages.csv"
     table.write_text(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.padding import Padding
 from rich.table import Table
 
 from agelens.annotate import label_of, save_annotated
@@ -149,23 +150,26 @@ def models(as_json: JsonOption = False) -> None:
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
-    table = Table(title="AgeLens model bundles")
-    for column in ("name", "task", "precision", "licence", "use", "by", "source", "description"):
-        table.add_column(column, overflow="fold")
     for row in rows:
-        name = row["name"] + (" (default)" if row["default"] else "")
-        use = "research only" if row["research_only"] else "any"
-        table.add_row(
-            name,
-            row["task"],
-            "/".join(row["precisions"]) if row["task"] == "age" else "",
-            row["licence"],
-            use,
-            row["attribution"],
-            row["source"],
-            row["description"],
+        # One block per model: readable at 80 columns, where a wide table folds words.
+        use = "research use only" if row["research_only"] else "any use"
+        default = " (default)" if row["default"] else ""
+        out.print(
+            f"[bold]{row['name']}[/]{default} · {row['task']} · {row['licence']} · {use}",
+            highlight=False,
         )
-    out.print(table)
+        lines = [row["description"], f"by {row['attribution']}; from {row['source']}"]
+        if row["task"] == "age":
+            lines.append("precisions: " + ", ".join(row["precisions"]))
+        if row["provenance"]:
+            lines.append(row["provenance"])
+        figures = row["figures"]
+        if figures:
+            measured = "; ".join(f"{k} {v}" for k, v in figures.items() if k != "command")
+            lines.append(f"measured: {measured} ({figures.get('command', '')})")
+        for line in lines:
+            out.print(Padding(line, (0, 0, 0, 2)), highlight=False, soft_wrap=False)
+        out.print()
 
 
 def serve(

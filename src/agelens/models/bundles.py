@@ -152,6 +152,8 @@ def describe_builtin_bundles() -> list[dict[str, Any]]:
             "description": bundle.manifest.get("description", ""),
             "precision": bundle.precision,
             "precisions": [FP32, *bundle.manifest.get("variants", {})],
+            "provenance": bundle.license.get("note", ""),
+            "figures": bundle.manifest.get("figures", {}),
         }
         for bundle in bundles
     ]
