@@ -31,6 +31,11 @@ RGBImage: TypeAlias = NDArray[np.uint8]
 #: file name; anything else (EPS, which would run Ghostscript, PDF, HTML...) is refused.
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
+#: The first bytes of each format decoded. Bytes that start like one of them but cannot be
+#: read are a truncated or corrupt image of that format, not "not an image".
+SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+_WEBP = (b"RIFF", b"WEBP")
+
 #: Default pixel limit: 50 megapixels covers every phone and DSLR photo, while a
 #: 30 kB PNG that claims 100,000 x 100,000 pixels is refused before it is decoded.
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -46,11 +51,19 @@ def load_image(
     An animation gives its first frame, or with ``still_only`` an
     :class:`~agelens.errors.UnsupportedImageError`.
     """
-    if isinstance(source, np.ndarray):
-        return _array_to_rgb(source, max_pixels)
     if isinstance(source, Image.Image):
         _check_pixels(source.size, max_pixels)
-        return _pil_to_rgb(source.copy())
+        try:
+            return _pil_to_rgb(source.copy())
+        except Exception as error:  # a lazily loaded file, or a mode Pillow cannot convert
+            raise TruncatedImageError(f"<image>: cannot read this image ({error})") from error
+    if isinstance(source, np.ndarray) or hasattr(source, "__array__"):
+        # np.asarray first: np.matrix and other subclasses misbehave in numpy's own code.
+        try:
+            array = np.asarray(source)
+        except Exception as error:
+            raise NotAnImageError(f"cannot read {type(source).__name__} as an array") from error
+        return _array_to_rgb(array, max_pixels)
     if isinstance(source, bytes | bytearray):
         return _decode(bytes(source), "<bytes>", max_pixels, still_only)
     if isinstance(source, str | os.PathLike):
@@ -62,6 +75,8 @@ def load_image(
 
 
 def _decode(data: bytes, name: str, max_pixels: int, still_only: bool) -> RGBImage:
+    """Decode, turning every failure into a typed error: Pillow's plugins raise many kinds
+    (OSError, SyntaxError, TypeError, IndexError, struct.error...) on hostile files."""
     if not data:
         raise EmptyImageError(f"{name}: the file is empty (0 bytes)")
     try:
@@ -69,26 +84,43 @@ def _decode(data: bytes, name: str, max_pixels: int, still_only: bool) -> RGBIma
             # Pillow warns before it errors on bombs; we enforce our own limit instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
-    except UnidentifiedImageError as error:
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(f"{name}: {error}") from error
+    except Exception as error:
+        if _looks_like_a_supported_format(data):
+            raise TruncatedImageError(
+                f"{name}: image data is truncated or corrupt ({_reason(error)})"
+            ) from error
         raise NotAnImageError(
             f"{name}: not an image in a supported format ({', '.join(FORMATS)})"
         ) from error
-    except Image.DecompressionBombError as error:
-        raise ImageTooLargeError(f"{name}: {error}") from error
-    except (OSError, SyntaxError, ValueError) as error:
-        raise NotAnImageError(f"{name}: the image header is corrupt ({error})") from error
     _check_pixels(image.size, max_pixels, name)
-    if still_only and getattr(image, "n_frames", 1) > 1:
-        raise UnsupportedImageError(
-            f"{name}: an animated {image.format} with {image.n_frames} frames; send a still photo"
-        )
     try:
+        frames = getattr(image, "n_frames", 1)
+        # A camera's MPO (a JPEG with a large preview or a gain map after it) is a still.
+        if still_only and frames > 1 and image.format != "MPO":
+            raise UnsupportedImageError(
+                f"{name}: an animated {image.format} with {frames} frames; send a still photo"
+            )
         image.load()
         return _pil_to_rgb(image)
-    except (OSError, SyntaxError, ValueError) as error:
+    except UnsupportedImageError:
+        raise
+    except Exception as error:
         raise TruncatedImageError(
-            f"{name}: image data is truncated or corrupt ({error})"
+            f"{name}: image data is truncated or corrupt ({_reason(error)})"
         ) from error
+
+
+def _looks_like_a_supported_format(data: bytes) -> bool:
+    return data.startswith(SIGNATURES) or (data[:4] == _WEBP[0] and data[8:12] == _WEBP[1])
+
+
+def _reason(error: Exception) -> str:
+    """Pillow's message, without the object repr it sometimes carries."""
+    if isinstance(error, UnidentifiedImageError):
+        return "no readable header"
+    return str(error) or type(error).__name__
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int, name: str = "<image>") -> None:
@@ -110,6 +142,8 @@ def _pil_to_rgb(image: Image.Image) -> RGBImage:
     ImageOps.exif_transpose(image, in_place=True)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         image = Image.fromarray(_scale_to_uint8(np.asarray(image)))
+    if image.mode in ("La", "RGBa"):  # premultiplied alpha: Pillow converts it from LA/RGBA
+        image = image.convert(image.mode.upper())
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = _flatten_alpha(image.convert("RGBA"))
     if image.mode != "RGB":
@@ -134,6 +168,8 @@ def _scale_to_uint8(values: np.ndarray) -> NDArray[np.uint8]:
 
 
 def _array_to_rgb(array: np.ndarray, max_pixels: int) -> RGBImage:
+    if array.dtype.kind not in "uifb":
+        raise NotAnImageError(f"an image array must hold numbers, not {array.dtype}")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
@@ -141,10 +177,14 @@ def _array_to_rgb(array: np.ndarray, max_pixels: int) -> RGBImage:
             f"an image array must be [H, W], [H, W, 3] or [H, W, 4], got {array.shape}"
         )
     _check_pixels((array.shape[1], array.shape[0]), max_pixels)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise NotAnImageError("the image array holds NaN or infinite values")
+    if array.dtype.kind == "b":
+        array = array.astype(np.uint8) * 255
     if array.dtype != np.uint8:
         array = _scale_to_uint8(array)
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
     elif array.shape[2] == 4:
-        return _pil_to_rgb(Image.fromarray(array, "RGBA"))
+        return _pil_to_rgb(Image.fromarray(np.ascontiguousarray(array), "RGBA"))
     return np.ascontiguousarray(array)

@@ -1,0 +1,165 @@
+"""Hostile and unusual inputs: every one gets AgeLens's own typed error, never a crash.
+
+The corpus is made here: valid images of every decoded format, cut short and with bytes
+flipped at seeded places, plus the shapes of file that once gave 500s (fuzzed GIF and
+TIFF frame tables, PNG with only its header, JPEG with only its start marker, height 0).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from agelens import load_image
+from agelens.errors import AgeLensError, NotAnImageError, TruncatedImageError
+from agelens.server import ServerSettings, create_app
+
+FORMATS = {"JPEG": {"quality": 90}, "PNG": {}, "GIF": {}, "TIFF": {}, "WEBP": {}, "BMP": {}}
+
+
+def encoded(fmt: str, size: tuple[int, int] = (48, 40), **extra) -> bytes:
+    rng = np.random.default_rng(len(fmt))
+    image = Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8))
+    if fmt == "GIF" and extra.get("save_all"):
+        frames = [image.quantize(16), image.rotate(90).quantize(16)]
+        buffer = io.BytesIO()
+        frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+        return buffer.getvalue()
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **{**FORMATS.get(fmt, {}), **extra})
+    return buffer.getvalue()
+
+
+def mutants(data: bytes, count: int, seed: int) -> list[bytes]:
+    """Seeded mutations: bytes flipped, runs zeroed, cut short, a chunk repeated."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        mutable = bytearray(data)
+        kind = rng.randrange(4)
+        if kind == 0:
+            for _ in range(rng.randint(1, 8)):
+                mutable[rng.randrange(len(mutable))] = rng.randrange(256)
+        elif kind == 1:
+            start = rng.randrange(len(mutable))
+            mutable[start : start + rng.randint(1, 16)] = bytes(16)[: rng.randint(1, 16)]
+        elif kind == 2:
+            mutable = mutable[: rng.randrange(1, len(mutable))]
+        else:
+            start = rng.randrange(len(mutable))
+            mutable[start:start] = mutable[start : start + rng.randint(1, 64)]
+        out.append(bytes(mutable))
+    return out
+
+
+def corpus() -> dict[str, bytes]:
+    files = {}
+    for fmt in FORMATS:
+        for index, data in enumerate(mutants(encoded(fmt), 12, seed=len(fmt))):
+            files[f"{fmt.lower()}-mutant-{index}"] = data
+    for index, data in enumerate(mutants(encoded("GIF", save_all=True), 12, seed=7)):
+        files[f"animated-gif-mutant-{index}"] = data
+    png = encoded("PNG")
+    files["png-header-only"] = png[: png.index(b"IDAT") - 4]
+    files["jpeg-start-only"] = b"\xff\xd8"
+    height_zero = bytearray(png)
+    height_zero[20:24] = (0).to_bytes(4, "big")  # IHDR height
+    files["png-height-zero"] = bytes(height_zero)
+    return files
+
+
+CORPUS = corpus()
+
+
+def test_every_hostile_file_gets_a_typed_error_or_an_image():
+    for name, data in CORPUS.items():
+        try:
+            image = load_image(data, still_only=True)
+        except AgeLensError:
+            continue
+        assert image.ndim == 3 and image.shape[2] == 3, name
+
+
+@pytest.mark.parametrize("name", ["png-header-only", "jpeg-start-only", "png-height-zero"])
+def test_a_truncated_file_of_an_allowed_type_is_truncated_not_unsupported(name):
+    with pytest.raises((TruncatedImageError, AgeLensError)) as raised:
+        load_image(CORPUS[name])
+    assert not isinstance(raised.value, NotAnImageError)
+
+
+@pytest.fixture(scope="module")
+def client(estimator):
+    with TestClient(create_app(ServerSettings(), estimator=estimator)) as test_client:
+        yield test_client
+
+
+def test_the_server_answers_the_corpus_with_4xx_on_all_three_upload_forms(client):
+    for name, data in CORPUS.items():
+        forms = [
+            client.post("/v1/estimate", files={"file": ("x", data, "image/jpeg")}),
+            client.post("/v1/estimate", json={"image_base64": base64.b64encode(data).decode()}),
+            client.post(
+                "/v1/estimate", content=data, headers={"content-type": "application/octet-stream"}
+            ),
+        ]
+        for response in forms:
+            assert response.status_code in (200, 413, 415, 422), (name, response.text)
+            if response.status_code != 200:
+                assert response.json()["error"], name
+    for name in ("png-header-only", "jpeg-start-only", "png-height-zero"):
+        response = client.post("/v1/estimate", files={"file": ("x", CORPUS[name], "image/png")})
+        assert response.status_code == 422, (name, response.text)
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_camera_mpo_still_is_accepted_as_the_photo_it_is(client, astronaut):
+    photo = Image.fromarray(astronaut)
+    buffer = io.BytesIO()
+    photo.save(buffer, "MPO", save_all=True, append_images=[photo.resize((128, 128))])
+    data = buffer.getvalue()
+    assert Image.open(io.BytesIO(data)).n_frames == 2
+    response = client.post("/v1/estimate", files={"file": ("x.jpg", data, "image/jpeg")})
+    assert response.status_code == 200 and len(response.json()["faces"]) == 1
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.full((32, 32, 3), np.nan),
+        np.full((32, 32), np.inf),
+        np.array([["a"] * 32] * 32),
+        np.zeros((32, 32), dtype="datetime64[s]"),
+        np.zeros((32, 32), dtype=[("r", "u1"), ("g", "u1")]),
+        np.zeros((32, 32, 5), dtype=np.uint8),
+        np.zeros((2, 32, 32, 3), dtype=np.uint8),
+        np.zeros((0, 32, 3), dtype=np.uint8),
+    ],
+    ids=["nan", "inf", "strings", "datetimes", "structured", "five-channels", "4d", "empty"],
+)
+def test_bad_arrays_get_a_typed_error(array, estimator):
+    with pytest.raises(AgeLensError):
+        load_image(array)
+    with pytest.raises(AgeLensError):
+        estimator.estimate(array)
+
+
+def test_a_numpy_matrix_is_read_as_the_array_it_holds():
+    matrix = np.matrix(np.arange(64 * 48, dtype=np.uint8).reshape(64, 48))
+    image = load_image(matrix)
+    assert image.shape == (64, 48, 3) and image[1, 0, 0] == 48
+
+
+def test_unusual_pil_images_convert_or_fail_typed(tmp_path):
+    assert load_image(Image.new("La", (20, 10))).shape == (10, 20, 3)
+    path = tmp_path / "cut.jpg"
+    whole = encoded("JPEG", (400, 300))
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    lazy = Image.open(path)  # opened, not decoded: the cut shows only when it is read
+    with pytest.raises(TruncatedImageError):
+        load_image(lazy)
