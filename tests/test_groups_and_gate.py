@@ -127,3 +127,26 @@ def test_bundle_gate_policy_applies_to_its_threshold_only():
     fitted = Bundle("x", {**bundle.manifest, "gate": gate}, bundle.model_path, bundle.folder)
     assert fitted.gate_policy(18) == GatePolicy(18, 1.5, "lower_bound")
     assert fitted.gate_policy(21) == GatePolicy(21, CHALLENGE_BUFFER)
+
+
+def test_many_edges_are_refused_and_membership_needs_no_square_memory():
+    from agelens.decisions.groups import MAX_GROUPS, custom_scheme
+
+    with pytest.raises(ValueError, match="at most"):
+        resolve_scheme(",".join(str(edge) for edge in range(1, 20_001)))
+    with pytest.raises(ValueError, match="0 to 150"):
+        resolve_scheme("13,31,100000000000000000000")
+    wide = custom_scheme(list(range(1, MAX_GROUPS)))
+    ages = np.arange(0, 117, dtype=np.float64)
+    membership = wide.membership(ages)
+    assert membership.shape == (117, MAX_GROUPS) and membership.sum() == 117
+    assert membership[50, 50] == 1.0 and membership[116, MAX_GROUPS - 1] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("over", "buffer"),
+    [(-5, 7), (0, 7), (18, -100), (float("nan"), 7), (18, float("nan")), (18, 99)],
+)
+def test_gate_thresholds_outside_sense_are_refused(over, buffer):
+    with pytest.raises(ValueError, match="gate's"):
+        GatePolicy(over, buffer)

@@ -51,6 +51,10 @@ def gate(
     """
     estimator = make_estimator(model, "imfdb", tta, precision)
     try:
+        estimator.gate_policy(over, buffer)
+    except ValueError as error:
+        raise fail(str(error), 2) from error
+    try:
         result = estimator.gate(path, over, buffer)
     except (AgeLensError, OSError) as error:
         raise fail(str(error)) from error

@@ -34,6 +34,8 @@ class Decision(StrEnum):
 
 
 ESTIMATE, LOWER_BOUND = "estimate", "lower_bound"
+#: What a gate may be asked: an age from 1 to 100, a buffer of up to 30 years.
+MIN_OVER, MAX_OVER, MAX_BUFFER = 1.0, 100.0, 30.0
 RULES = (ESTIMATE, LOWER_BOUND)
 
 
@@ -46,6 +48,11 @@ class GatePolicy:
     rule: str = ESTIMATE
 
     def __post_init__(self) -> None:
+        # NaN compares false both ways, so a check written as "not within" catches it too.
+        if not MIN_OVER <= self.over <= MAX_OVER:
+            raise ValueError(f"the gate's age must be {MIN_OVER:g}-{MAX_OVER:g}, got {self.over}")
+        if not 0 <= self.buffer <= MAX_BUFFER:
+            raise ValueError(f"the gate's buffer must be 0-{MAX_BUFFER:g} years, got {self.buffer}")
         if self.rule not in RULES:
             raise ValueError(f"gate rule must be one of {', '.join(RULES)}, got {self.rule!r}")
 

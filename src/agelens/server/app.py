@@ -25,6 +25,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from agelens import __version__
 from agelens.annotate import annotate
+from agelens.decisions.gate import MAX_BUFFER, MAX_OVER, MIN_OVER
 from agelens.decisions.groups import IMFDB, GroupScheme, resolve_scheme
 from agelens.estimator import AgeEstimator
 from agelens.models.bundles import describe_builtin_bundles
@@ -169,12 +170,14 @@ def create_app(
     @app.post("/v1/gate", response_model=GateOut, **upload_route)
     async def gate(
         request: Request,
-        over: Annotated[float, Query(ge=0, le=120, description="the age threshold")] = 18,
+        over: Annotated[
+            float, Query(ge=MIN_OVER, le=MAX_OVER, description="the age threshold")
+        ] = 18,
         buffer: Annotated[
             float | None,
             Query(
                 ge=0,
-                le=50,
+                le=MAX_BUFFER,
                 description="policy buffer [the model's fitted buffer, else Challenge 25's 7]",
             ),
         ] = None,
