@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import random
 
+import anyio
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -163,3 +165,69 @@ def test_unusual_pil_images_convert_or_fail_typed(tmp_path):
     lazy = Image.open(path)  # opened, not decoded: the cut shows only when it is read
     with pytest.raises(TruncatedImageError):
         load_image(lazy)
+
+
+def test_health_answers_head_and_every_answer_carries_its_headers(client, astronaut):
+    assert client.head("/healthz").status_code == 200
+    assert client.get("/healthz").headers["x-content-type-options"] == "nosniff"
+    photo = io.BytesIO()
+    Image.fromarray(astronaut).save(photo, "JPEG")
+    answer = client.post("/v1/estimate", files={"file": ("x.jpg", photo.getvalue(), "image/jpeg")})
+    assert answer.headers["cache-control"] == "no-store"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    for page in ("/", "/docs"):
+        headers = client.get(page).headers
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000, b'{"image_base64": ' + b"9" * 5_000 + b"}", b'{"image_base64": "\xff"}'],
+    ids=["deep-nesting", "huge-integer", "bad-utf8"],
+)
+def test_hostile_json_bodies_get_422(client, body):
+    response = client.post(
+        "/v1/estimate", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422 and response.json()["error"]
+
+
+def test_a_form_of_many_parts_is_refused_unparsed(client):
+    boundary = "b0undary"
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="x"\r\n\r\n1\r\n'
+    body = (part * 50_000 + f"--{boundary}--\r\n").encode()
+    response = client.post(
+        "/v1/estimate",
+        content=body,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status_code == 413 and "parts" in response.json()["error"]
+
+
+def _request(messages):
+    from starlette.requests import Request
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/estimate", "headers": []}
+    queue = list(messages)
+
+    async def receive():
+        if queue:
+            return queue.pop(0)
+        await anyio.sleep(3600)  # a client that declared more than it sends
+
+    return Request(scope, receive)
+
+
+def test_a_body_that_never_arrives_times_out_and_a_dropped_one_logs_one_line(caplog):
+    from agelens.server.uploads import UploadError, read_image_bytes
+
+    stalled = _request([{"type": "http.request", "body": b"\xff\xd8", "more_body": True}])
+    with pytest.raises(UploadError) as raised:
+        anyio.run(read_image_bytes, stalled, 1000, 0.2)
+    assert raised.value.status == 408
+    dropped = _request([{"type": "http.disconnect"}])
+    with caplog.at_level(logging.INFO, logger="agelens.server"), pytest.raises(UploadError):
+        anyio.run(read_image_bytes, dropped, 1000)
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert "\n" not in caplog.records[0].getMessage()

@@ -34,6 +34,9 @@ from agelens.estimator import AgeEstimator
 from agelens.models.bundles import DEFAULT_BUNDLE, describe_builtin_bundles
 from agelens.pipeline.faces import DEFAULT_MAX_SIDE
 
+#: The largest upload limit ``serve`` accepts: far above any photo.
+MAX_UPLOAD_MB = 100.0
+
 app = typer.Typer(
     help="AgeLens: estimate people's ages from photos of their faces.",
     no_args_is_help=True,
@@ -174,17 +177,26 @@ def models(as_json: JsonOption = False) -> None:
 
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Server processes, each with its model.")] = 1,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Server processes, each with its model.")
+    ] = 1,
     model: ModelOption = DEFAULT_BUNDLE,
     precision: PrecisionOption = None,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted, in MB.")] = 10,
+    max_upload_mb: Annotated[
+        float, typer.Option(help="Largest upload accepted, in MB (up to 100).")
+    ] = 10,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Connections served at once; more get 503.")
+    ] = 64,
 ) -> None:
     """Serve the REST API (/v1, docs at /docs) and the upload page (/) with uvicorn.
 
     Set AGELENS_API_KEY to require that key (X-API-Key header) on /v1/*, and
     AGELENS_CORS_ORIGINS (comma-separated) to allow browsers on other origins.
     """
+    if not 0 < max_upload_mb <= MAX_UPLOAD_MB:  # NaN fails this too
+        raise fail(f"--max-upload-mb must be over 0 and at most {MAX_UPLOAD_MB:g}", 2)
     try:
         import uvicorn
     except ImportError as error:
@@ -202,6 +214,10 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        # A cap on connections, and idle keep-alive connections closed after 5 s; bodies
+        # that do not arrive in time are refused by the app itself (408).
+        limit_concurrency=max_connections,
+        timeout_keep_alive=5,
     )
 
 

@@ -33,18 +33,13 @@ from agelens.pipeline.estimates import Face
 from agelens.pipeline.images import RGBImage, load_image
 from agelens.server.access import api_key_guard
 from agelens.server.error_handlers import add_error_handlers
+from agelens.server.headers import SecurityHeaders
 from agelens.server.schemas import EstimateOut, GateOut
 from agelens.server.settings import ServerSettings
 from agelens.server.uploads import UploadError, read_image_bytes
 
 log = logging.getLogger("agelens.server")
 WEB = files("agelens.server") / "web"
-
-#: The page may load only what this server serves: no CDN, no third party.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-    "connect-src 'self'; frame-ancestors 'none'"
-)
 
 UPLOAD_BODY = {
     "requestBody": {
@@ -118,6 +113,7 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "X-API-Key", "Authorization"],
         )
+    app.add_middleware(SecurityHeaders)
     add_error_handlers(app)
     require_key = api_key_guard(settings.api_key)
     upload_route: dict[str, Any] = {
@@ -128,7 +124,7 @@ def create_app(
         "responses": ERRORS,
     }
 
-    @app.get("/healthz", tags=["service"])
+    @app.api_route("/healthz", methods=["GET", "HEAD"], tags=["service"])
     async def healthz() -> dict[str, str]:
         """The process is up."""
         return {"status": "ok"}
@@ -206,10 +202,7 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(
-            (WEB / "index.html").read_text(encoding="utf-8"),
-            headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY},
-        )
+        return HTMLResponse((WEB / "index.html").read_text(encoding="utf-8"))
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:

@@ -11,12 +11,23 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 
+import anyio
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
+
+log = logging.getLogger("agelens.server")
 
 #: Room for multipart boundaries and part headers, or base64's 4/3 growth plus JSON.
 _FORM_SLACK = 64 * 1024
+#: A form with an image needs one part and a few headers; more is refused, not parsed.
+MAX_PARTS = 16
+MAX_PART_HEADER_BYTES = 16 * 1024
+#: Seconds a client may take to send its body: one that declares more bytes than it
+#: sends would otherwise hold a connection for ever.
+BODY_TIMEOUT_S = 30.0
 
 
 class UploadError(Exception):
@@ -28,14 +39,27 @@ class UploadError(Exception):
         self.message = message
 
 
-async def read_image_bytes(request: Request, limit: int) -> bytes:
-    """The uploaded image's bytes; raises :class:`UploadError` (413, 415 or 422)."""
+async def read_image_bytes(request: Request, limit: int, timeout: float = BODY_TIMEOUT_S) -> bytes:
+    """The uploaded image's bytes; raises :class:`UploadError` (400, 408, 413, 415 or 422)."""
+    try:
+        with anyio.fail_after(timeout):
+            return await _read_image_bytes(request, limit)
+    except TimeoutError as error:
+        raise UploadError(408, f"the body did not arrive within {timeout:g} s") from error
+    except ClientDisconnect as error:
+        # Routine on phones and flaky networks: one line, not a traceback.
+        log.info("the client closed the connection before its upload arrived")
+        raise UploadError(400, "the connection closed before the upload arrived") from error
+
+
+async def _read_image_bytes(request: Request, limit: int) -> bytes:
     media_type, options = parse_options_header(request.headers.get("content-type", ""))
     if media_type == b"multipart/form-data":
         if b"boundary" not in options:
             raise UploadError(422, "multipart body without a boundary")
         body = await _read_body(request, limit + _FORM_SLACK, limit)
-        data = _form_file(body, options[b"boundary"])
+        # A body of many tiny parts takes seconds to parse: off the event loop.
+        data = await anyio.to_thread.run_sync(_form_file, body, options[b"boundary"])
     elif media_type == b"application/json":
         body = await _read_body(request, limit * 4 // 3 + _FORM_SLACK, limit)
         data = _json_image(body)
@@ -75,13 +99,17 @@ def _form_file(body: bytes, boundary: bytes) -> bytes:
     header: dict[str, bytearray] = {"field": bytearray(), "value": bytearray()}
 
     def on_part_begin() -> None:
+        if len(parts) >= MAX_PARTS:
+            raise UploadError(413, f"the form has more than {MAX_PARTS} parts")
         parts.append(("", bytearray()))
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         header["field"] += data[start:end]
+        _check_header(header)
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
         header["value"] += data[start:end]
+        _check_header(header)
 
     def on_header_end() -> None:
         if header["field"].lower() == b"content-disposition":
@@ -105,6 +133,8 @@ def _form_file(body: bytes, boundary: bytes) -> bytes:
     try:
         parser.write(body)
         parser.finalize()
+    except UploadError:
+        raise
     except Exception as error:  # python-multipart raises several unrelated types
         raise UploadError(422, f"malformed multipart body ({error})") from error
     for name, data in parts:
@@ -113,11 +143,18 @@ def _form_file(body: bytes, boundary: bytes) -> bytes:
     raise UploadError(422, "the form has no 'file' field")
 
 
+def _check_header(header: dict[str, bytearray]) -> None:
+    if len(header["field"]) + len(header["value"]) > MAX_PART_HEADER_BYTES:
+        raise UploadError(413, f"a form header is over {MAX_PART_HEADER_BYTES // 1024} kB")
+
+
 def _json_image(body: bytes) -> bytes:
     try:
         payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UploadError(422, f"the body is not valid JSON ({error})") from error
+    except RecursionError as error:
+        raise UploadError(422, "the JSON body is nested too deeply") from error
+    except ValueError as error:  # bad JSON, bad UTF-8, an integer of thousands of digits
+        raise UploadError(422, f"the body is not valid JSON ({str(error)[:200]})") from error
     encoded = payload.get("image_base64") if isinstance(payload, dict) else None
     if not isinstance(encoded, str):
         raise UploadError(422, "JSON bodies need a string field 'image_base64'")
