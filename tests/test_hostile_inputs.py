@@ -231,3 +231,23 @@ def test_a_body_that_never_arrives_times_out_and_a_dropped_one_logs_one_line(cap
         anyio.run(read_image_bytes, dropped, 1000)
     assert [r.levelno for r in caplog.records] == [logging.INFO]
     assert "\n" not in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "boxes",
+    [
+        [[float("nan"), 10, 50, 60]],
+        [[10, 10, float("inf"), 60]],
+        [[0, 0, 1e30, 1e30]],
+        [[-500, -500, -400, -400]],
+        [["a", 1, 2, 3]],
+        [[1, 2, 3]],
+        [[10, 10, 50, 60]] * 1000,
+    ],
+    ids=["nan", "inf", "huge", "outside", "not-numbers", "three-values", "too-many"],
+)
+def test_bad_boxes_get_a_typed_error(estimator, astronaut, boxes):
+    from agelens import BoxError
+
+    with pytest.raises(BoxError):
+        estimator.estimate(astronaut, boxes=boxes)

@@ -4,6 +4,7 @@ from agelens.decisions.gate import Decision, GatePolicy
 from agelens.decisions.groups import GroupScheme, resolve_scheme
 from agelens.errors import (
     AgeLensError,
+    BoxError,
     DatasetError,
     EmptyImageError,
     ImageError,
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AgeEstimator",
     "AgeLensError",
+    "BoxError",
     "Bundle",
     "DatasetError",
     "Decision",

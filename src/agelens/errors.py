@@ -31,6 +31,10 @@ class ImageTooLargeError(ImageError):
     """The image has more pixels than the configured limit (decompression-bomb guard)."""
 
 
+class BoxError(AgeLensError, ValueError):
+    """Face boxes given by the caller that cannot be a face in this image, or too many."""
+
+
 class ModelError(AgeLensError):
     """A model bundle is missing, malformed, or fails its checksum."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from agelens.decisions.gate import Decision, GatePolicy
 from agelens.decisions.groups import IMFDB, GroupScheme, resolve_scheme
+from agelens.errors import BoxError
 from agelens.models.bundles import DEFAULT_BUNDLE, DEFAULT_DETECTOR, Bundle, load_bundle
 from agelens.pipeline.chips import Aligner, Box, landmark_box
 from agelens.pipeline.estimates import DEFAULT_INTERVAL_LEVEL, Face, summarize
@@ -20,6 +22,9 @@ from agelens.pipeline.faces import (
 )
 from agelens.pipeline.images import DEFAULT_MAX_PIXELS, ImageSource, RGBImage, load_image
 from agelens.pipeline.network import AgeModel
+
+#: Boxes a caller may give for one image: each costs a landmark fit and a chip.
+MAX_BOXES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +234,9 @@ class AgeEstimator:
             whole = (0.0, 0.0, float(width), float(height))
             return [(whole, None, whole)]
         if boxes is not None:
-            given = [_as_box(box) for box in boxes]
+            if len(boxes) > MAX_BOXES:
+                raise BoxError(f"at most {MAX_BOXES} boxes per image, got {len(boxes)}")
+            given = [_as_box(box, width, height) for box in boxes]
             return [(box, None, box) for box in given]
         return [
             (found.box, found.score, landmark_box(found.landmarks))
@@ -237,10 +244,20 @@ class AgeEstimator:
         ]
 
 
-def _as_box(values: Sequence[float]) -> Box:
-    if len(values) != 4:
-        raise ValueError(f"a box is [x1, y1, x2, y2], got {list(values)}")
-    x1, y1, x2, y2 = (float(v) for v in values)
+def _as_box(values: Sequence[float], width: int, height: int) -> Box:
+    """A caller's box, checked: four finite numbers, a positive size, overlapping the image
+    and at most a few times its size (dlib's rectangles overflow on absurd values)."""
+    try:
+        x1, y1, x2, y2 = (float(v) for v in values)
+    except (TypeError, ValueError) as error:
+        raise BoxError(f"a box is four numbers [x1, y1, x2, y2], got {values!r:.80}") from error
+    box = [x1, y1, x2, y2]
+    if not all(math.isfinite(v) for v in box):
+        raise BoxError(f"a box needs finite numbers, got {box}")
     if x2 <= x1 or y2 <= y1:
-        raise ValueError(f"a box needs x2 > x1 and y2 > y1, got {[x1, y1, x2, y2]}")
+        raise BoxError(f"a box needs x2 > x1 and y2 > y1, got {box}")
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        raise BoxError(f"the box {box} lies outside the {width}x{height} image")
+    if x2 - x1 > 4 * width or y2 - y1 > 4 * height:
+        raise BoxError(f"the box {box} is far larger than the {width}x{height} image")
     return (x1, y1, x2, y2)
