@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import os
 import random
 
 import anyio
@@ -251,3 +252,65 @@ def test_bad_boxes_get_a_typed_error(estimator, astronaut, boxes):
 
     with pytest.raises(BoxError):
         estimator.estimate(astronaut, boxes=boxes)
+
+
+def test_files_that_are_not_images_say_what_they_are(tmp_path):
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder.jpg"
+    folder.mkdir()
+    huge = tmp_path / "huge.jpg"
+    with huge.open("wb") as sparse:  # a sparse file: its size without writing it
+        sparse.truncate(300 * 2**20)
+    expected = {
+        loop: "symbolic links",
+        fifo: "not a regular file",
+        folder: "a folder",
+        tmp_path / "missing.jpg": "no such file",
+        huge: "over the limit",
+    }
+    for path, words in expected.items():
+        with pytest.raises(AgeLensError) as raised:
+            load_image(path)
+        assert words in str(raised.value), path
+        assert str(raised.value).count(str(path)) == 1
+
+
+def test_cli_names_each_bad_file_once_and_guards_the_annotate_folder(tmp_path, astronaut):
+    from typer.testing import CliRunner
+
+    from agelens.cli.main import app
+
+    runner = CliRunner()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(astronaut).save(photos / "astronaut.jpg")
+    (photos / "notes.jpg").write_text("not a photo")
+    result = runner.invoke(app, ["predict", str(photos / "notes.jpg")])
+    assert result.exit_code == 1 and result.output.count("notes.jpg") == 1
+    assert "Traceback" not in result.output
+    into_inputs = runner.invoke(app, ["predict", str(photos), "--annotate", str(photos)])
+    assert into_inputs.exit_code == 2 and "overwritten" in " ".join(into_inputs.output.split())
+    assert (photos / "astronaut.jpg").stat().st_size > 0
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    onto_file = runner.invoke(
+        app, ["predict", str(photos / "astronaut.jpg"), "--annotate", str(a_file)]
+    )
+    assert onto_file.exit_code == 2 and "cannot create" in " ".join(onto_file.output.split())
+    assert "Traceback" not in onto_file.output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a folder whatever its mode")
+def test_an_unreadable_sub_folder_is_reported_not_skipped(tmp_path):
+    from agelens.batch import collect_images
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        assert locked in collect_images([tmp_path])
+    finally:
+        locked.chmod(0o755)

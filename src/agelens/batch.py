@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 
@@ -54,15 +55,28 @@ class _ChunkOptions:
 
 
 def collect_images(paths: Iterable[Path]) -> list[Path]:
-    """Files as given, plus image files found (recursively, sorted) in any folder given."""
+    """Files as given, plus image files found (recursively, sorted) in any folder given.
+
+    Symbolic links to folders are not followed (no loops); a sub-folder that cannot be
+    opened is listed itself, so that it is reported rather than skipped in silence.
+    """
     files: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            found = (p for p in sorted(path.rglob("*")) if p.is_file())
-            files.extend(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
+        if not path.is_dir():
             files.append(path)
+            continue
+        found: list[Path] = []
+        walked = os.walk(path, onerror=partial(_report_unreadable, found))
+        for root, _, names in walked:
+            found.extend(
+                Path(root) / name for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES
+            )
+        files.extend(sorted(found))
     return files
+
+
+def _report_unreadable(found: list[Path], error: OSError) -> None:
+    found.append(Path(str(error.filename)))
 
 
 class EstimatorPool:
@@ -216,9 +230,8 @@ def _estimate_chunk(
 
 
 def _try_load(path: Path, max_pixels: int) -> RGBImage | str:
+    """The image, or what is wrong with it (without the path, which the result carries)."""
     try:
         return load_image(path, max_pixels=max_pixels)
     except ImageError as error:
-        return str(error)
-    except OSError as error:
-        return f"{path}: cannot read ({error.strerror or error})"
+        return str(error).removeprefix(f"{path}: ")

@@ -103,17 +103,43 @@ def predict(
         min_face=min_face,
         detect_max_side=detect_size,
     )
+    files = _files(paths)
+    if annotate is not None:
+        _check_annotate_folder(annotate, files)
     failed = 0
-    for result in _run(estimator, _files(paths), aligned, distribution, annotate is not None):
+    for result in _run(estimator, files, aligned, distribution, annotate is not None):
         failed += result.error is not None
         if annotate is not None and result.image is not None:
-            save_annotated(result.image, result.faces, annotate / result.path.name)
+            target = annotate / result.path.name
+            try:
+                save_annotated(result.image, result.faces, target)
+            except OSError as error:
+                raise fail(f"--annotate: cannot write {target} ({error.strerror})") from error
         if as_json:
             _print_json(result, distribution)
         else:
             _print_faces(result)
     if failed:
         raise fail(f"{failed} file(s) could not be read")
+
+
+def _check_annotate_folder(folder: Path, files: list[Path]) -> None:
+    """Refuse, before any work, a folder that cannot be written or that holds the inputs."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise fail(
+            f"--annotate {folder}: cannot create the folder ({error.strerror})", 2
+        ) from error
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise fail(f"--annotate {folder}: the folder is not writable", 2)
+    target = folder.resolve()
+    if any(path.resolve().parent == target for path in files):
+        raise fail(
+            f"--annotate {folder}: the photos are in this folder and would be overwritten; "
+            "choose another folder",
+            2,
+        )
 
 
 def _print_json(result: ImageResult, distribution: bool) -> None:

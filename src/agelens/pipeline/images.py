@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import TypeAlias
@@ -35,6 +36,9 @@ FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 #: read are a truncated or corrupt image of that format, not "not an image".
 SIGNATURES = (b"\xff\xd8", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
 _WEBP = (b"RIFF", b"WEBP")
+
+#: The largest file read as one image: no photo comes near it.
+MAX_FILE_BYTES = 256 * 2**20
 
 #: Default pixel limit: 50 megapixels covers every phone and DSLR photo, while a
 #: 30 kB PNG that claims 100,000 x 100,000 pixels is refused before it is decoded.
@@ -68,10 +72,33 @@ def load_image(
         return _decode(bytes(source), "<bytes>", max_pixels, still_only)
     if isinstance(source, str | os.PathLike):
         path = Path(source)
-        if not path.is_file():
-            raise NotAnImageError(f"{path}: no such file")
-        return _decode(path.read_bytes(), str(path), max_pixels, still_only)
+        return _decode(_read_file(path), str(path), max_pixels, still_only)
     raise TypeError(f"cannot load an image from {type(source).__name__}")
+
+
+def _read_file(path: Path) -> bytes:
+    """A file's bytes, after checking it is a regular file of a sane size (a 1 GB file
+    named .jpg is refused before it is read), with a message that says what is wrong."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise NotAnImageError(f"{path}: no such file") from None
+    except OSError as error:  # a symbolic link loop, a path too long, no permission
+        raise NotAnImageError(f"{path}: cannot read ({error.strerror or error})") from None
+    if stat.S_ISDIR(info.st_mode):
+        readable = os.access(path, os.R_OK | os.X_OK)
+        raise NotAnImageError(f"{path}: a folder{'' if readable else ' that cannot be opened'}")
+    if not stat.S_ISREG(info.st_mode):
+        raise NotAnImageError(f"{path}: not a regular file (a pipe, socket or device)")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ImageTooLargeError(
+            f"{path}: {info.st_size / 2**20:,.0f} MB, over the limit of "
+            f"{MAX_FILE_BYTES / 2**20:.0f} MB for one image file"
+        )
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise NotAnImageError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
 def _decode(data: bytes, name: str, max_pixels: int, still_only: bool) -> RGBImage:
