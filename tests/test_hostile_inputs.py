@@ -11,7 +11,6 @@ import base64
 import io
 import logging
 import os
-import random
 
 import anyio
 import numpy as np
@@ -22,48 +21,12 @@ from PIL import Image
 from agelens import load_image
 from agelens.errors import AgeLensError, NotAnImageError, TruncatedImageError
 from agelens.server import ServerSettings, create_app
-
-FORMATS = {"JPEG": {"quality": 90}, "PNG": {}, "GIF": {}, "TIFF": {}, "WEBP": {}, "BMP": {}}
-
-
-def encoded(fmt: str, size: tuple[int, int] = (48, 40), **extra) -> bytes:
-    rng = np.random.default_rng(len(fmt))
-    image = Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8))
-    if fmt == "GIF" and extra.get("save_all"):
-        frames = [image.quantize(16), image.rotate(90).quantize(16)]
-        buffer = io.BytesIO()
-        frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
-        return buffer.getvalue()
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **{**FORMATS.get(fmt, {}), **extra})
-    return buffer.getvalue()
-
-
-def mutants(data: bytes, count: int, seed: int) -> list[bytes]:
-    """Seeded mutations: bytes flipped, runs zeroed, cut short, a chunk repeated."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(count):
-        mutable = bytearray(data)
-        kind = rng.randrange(4)
-        if kind == 0:
-            for _ in range(rng.randint(1, 8)):
-                mutable[rng.randrange(len(mutable))] = rng.randrange(256)
-        elif kind == 1:
-            start = rng.randrange(len(mutable))
-            mutable[start : start + rng.randint(1, 16)] = bytes(16)[: rng.randint(1, 16)]
-        elif kind == 2:
-            mutable = mutable[: rng.randrange(1, len(mutable))]
-        else:
-            start = rng.randrange(len(mutable))
-            mutable[start:start] = mutable[start : start + rng.randint(1, 64)]
-        out.append(bytes(mutable))
-    return out
+from bench.fuzz_decode import SEED_FORMATS, encoded, fuzz, mutants
 
 
 def corpus() -> dict[str, bytes]:
     files = {}
-    for fmt in FORMATS:
+    for fmt in SEED_FORMATS:
         for index, data in enumerate(mutants(encoded(fmt), 12, seed=len(fmt))):
             files[f"{fmt.lower()}-mutant-{index}"] = data
     for index, data in enumerate(mutants(encoded("GIF", save_all=True), 12, seed=7)):
@@ -78,6 +41,21 @@ def corpus() -> dict[str, bytes]:
 
 
 CORPUS = corpus()
+
+
+def test_a_bounded_seeded_fuzz_of_the_decode_path_finds_only_typed_errors(estimator):
+    result = fuzz(3000, seed=1)
+    assert result["inputs"] >= 3000
+    assert result["outcomes"].get("untyped", 0) == 0, result["untyped"]
+    # The mutants that still decode go through the whole estimator too.
+    decoded = 0
+    for data in mutants(encoded("JPEG", (96, 96)), 200, seed=2):
+        try:
+            estimator.estimate(data)
+            decoded += 1
+        except AgeLensError:
+            pass
+    assert decoded > 0
 
 
 def test_every_hostile_file_gets_a_typed_error_or_an_image():
