@@ -167,3 +167,15 @@ def test_train_rejects_an_unknown_device_before_reading_data(tmp_path: Path):
 def test_evaluate_bad_spec():
     result = runner.invoke(app, ["evaluate", "--data", "nowhere"])
     assert result.exit_code == 2 and "KIND:PATH" in result.output
+
+
+def test_messages_keep_their_square_brackets(tmp_path: Path, capsys):
+    odd = tmp_path / "photo[1].jpg"
+    odd.write_text("not a photo")
+    result = runner.invoke(app, ["predict", str(odd)])
+    assert result.exit_code == 1 and "photo[1].jpg" in result.output
+    from agelens.cli.common import fail
+
+    with pytest.raises(typer.Exit):
+        raise fail("install it: pip install 'agelens[server]'")
+    assert "agelens[server]" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from agelens.batch import EstimatorPool
@@ -56,7 +57,8 @@ DataOption = Annotated[
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``message`` as an error; raise the returned exit to stop with ``code``."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Escaped: rich would read "agelens[server]" as markup and print "agelens".
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 
@@ -153,10 +154,10 @@ def _print_json(result: ImageResult, distribution: bool) -> None:
 
 def _print_faces(result: ImageResult) -> None:
     if result.error is not None:
-        err.print(f"[red]{result.path}[/]: {result.error}", highlight=False)
+        err.print(f"[red]{escape(str(result.path))}[/]: {escape(result.error)}", highlight=False)
         return
     if not result.faces:
-        out.print(f"[bold]{result.path}[/]: no face found", highlight=False)
+        out.print(f"[bold]{escape(str(result.path))}[/]: no face found", highlight=False)
         return
     table = Table(title=str(result.path), title_justify="left")
     for column in ("face", "age (90% interval)", "group", "box", "score"):
@@ -197,7 +198,7 @@ def models(as_json: JsonOption = False) -> None:
             measured = "; ".join(f"{k} {v}" for k, v in figures.items() if k != "command")
             lines.append(f"measured: {measured} ({figures.get('command', '')})")
         for line in lines:
-            out.print(Padding(line, (0, 0, 0, 2)), highlight=False, soft_wrap=False)
+            out.print(Padding(escape(line), (0, 0, 0, 2)), highlight=False, soft_wrap=False)
         out.print()
 
 
