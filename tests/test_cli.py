@@ -179,3 +179,10 @@ def test_messages_keep_their_square_brackets(tmp_path: Path, capsys):
     with pytest.raises(typer.Exit):
         raise fail("install it: pip install 'agelens[server]'")
     assert "agelens[server]" in capsys.readouterr().err
+
+
+def test_version():
+    from agelens import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"agelens {__version__}"

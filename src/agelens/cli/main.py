@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 
+from agelens import __version__
 from agelens.annotate import label_of, save_annotated
 from agelens.batch import EstimatorPool, ImageResult, collect_images
 from agelens.cli.common import (
@@ -44,6 +45,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _show_version(asked: bool) -> None:
+    if asked:
+        out.print(f"agelens {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """AgeLens: estimate people's ages from photos of their faces."""
 
 
 def _run(
