@@ -292,3 +292,16 @@ def test_an_unreadable_sub_folder_is_reported_not_skipped(tmp_path):
         assert locked in collect_images([tmp_path])
     finally:
         locked.chmod(0o755)
+
+
+def test_a_post_without_a_body_is_told_how_to_send_one(client):
+    response = client.post("/v1/estimate")
+    assert response.status_code == 422 and "no body" in response.json()["error"]
+
+
+def test_a_detector_given_as_the_age_model_is_named_for_what_it_is():
+    from agelens import AgeEstimator
+    from agelens.errors import ModelError
+
+    with pytest.raises(ModelError, match="yunet-2023 is a model for face-detection, not for age"):
+        AgeEstimator("yunet-2023")

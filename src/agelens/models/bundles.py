@@ -220,7 +220,11 @@ def _validate(manifest: Any, where: Path, task: str) -> None:
         raise ModelError(f"{where}: the manifest must be a JSON object")
     found = _task_of(manifest)
     if found != task:
-        raise ModelError(f"{where}: a {found!r} model, where a {task!r} model is needed")
+        names = ", ".join(builtin_bundle_names(task))
+        raise ModelError(
+            f"{manifest.get('name', where)} is a model for {found}, not for {task} "
+            f"(for {task}: {names}; see agelens models)"
+        )
     for section, keys in _REQUIRED[task].items():
         missing = [key for key in keys if key not in manifest.get(section, {})]
         if missing:

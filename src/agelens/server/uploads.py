@@ -65,6 +65,12 @@ async def _read_image_bytes(request: Request, limit: int) -> bytes:
         data = _json_image(body)
     elif media_type.startswith(b"image/") or media_type in (b"application/octet-stream", b""):
         data = await _read_body(request, limit, limit)
+        if not data:
+            raise UploadError(
+                422,
+                "the request has no body: send the photo as a multipart field 'file', "
+                "as JSON {'image_base64': ...}, or as the raw bytes",
+            )
     else:
         raise UploadError(
             415,
