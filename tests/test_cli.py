@@ -186,3 +186,11 @@ def test_version():
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"agelens {__version__}"
+
+
+def test_distribution_without_json_shows_every_group(photos: Path):
+    result = runner.invoke(
+        app, ["predict", str(photos / "astronaut.png"), "--distribution"], terminal_width=200
+    )
+    assert result.exit_code == 0
+    assert "every group" in result.output and "CHILD" in result.output

@@ -101,7 +101,11 @@ def predict(
     tta: TtaOption = None,
     precision: PrecisionOption = None,
     distribution: Annotated[
-        bool, typer.Option(help="Add the full age distribution and all group probabilities.")
+        bool,
+        typer.Option(
+            help="Every group's probability (a table column), and with --json the full "
+            "age distribution."
+        ),
     ] = False,
     min_score: Annotated[float, typer.Option(help="Detector score threshold (0-1).")] = 0.6,
     min_face: Annotated[int, typer.Option(help="Smallest face side in pixels.")] = 20,
@@ -138,7 +142,7 @@ def predict(
         if as_json:
             _print_json(result, distribution)
         else:
-            _print_faces(result)
+            _print_faces(result, distribution)
     if failed:
         raise fail(f"{failed} file(s) could not be read")
 
@@ -171,7 +175,8 @@ def _print_json(result: ImageResult, distribution: bool) -> None:
     sys.stdout.write(json.dumps(record) + "\n")
 
 
-def _print_faces(result: ImageResult) -> None:
+def _print_faces(result: ImageResult, every_group: bool = False) -> None:
+    """A table per photo; ``every_group`` (``--distribution``) adds each group's probability."""
     if result.error is not None:
         err.print(f"[red]{escape(str(result.path))}[/]: {escape(result.error)}", highlight=False)
         return
@@ -179,16 +184,19 @@ def _print_faces(result: ImageResult) -> None:
         out.print(f"[bold]{escape(str(result.path))}[/]: no face found", highlight=False)
         return
     table = Table(title=str(result.path), title_justify="left")
-    for column in ("face", "age (90% interval)", "group", "box", "score"):
+    columns = ["face", "age (90% interval)", "group", "box", "score"]
+    for column in columns + (["every group"] if every_group else []):
         table.add_column(column)
     for index, face in enumerate(result.faces, 1):
         score = "-" if face.score is None else f"{face.score:.2f}"
+        groups = ", ".join(f"{k} {v:.0%}" for k, v in face.group_probabilities.items())
         table.add_row(
             str(index),
             label_of(face),
             f"{face.group} ({face.group_probability:.0%})",
             ", ".join(f"{v:.0f}" for v in face.box),
             score,
+            *([groups] if every_group else []),
         )
     out.print(table)
 
