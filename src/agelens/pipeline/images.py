@@ -106,11 +106,16 @@ def _decode(data: bytes, name: str, max_pixels: int, still_only: bool) -> RGBIma
     (OSError, SyntaxError, TypeError, IndexError, struct.error...) on hostile files."""
     if not data:
         raise EmptyImageError(f"{name}: the file is empty (0 bytes)")
+    with warnings.catch_warnings():
+        # Pillow warns about bombs (we enforce our own limit) and about corrupt metadata
+        # (EXIF, TIFF tags): a hostile file is answered by its error, not by log lines.
+        warnings.simplefilter("ignore")
+        return _decode_quietly(data, name, max_pixels, still_only)
+
+
+def _decode_quietly(data: bytes, name: str, max_pixels: int, still_only: bool) -> RGBImage:
     try:
-        with warnings.catch_warnings():
-            # Pillow warns before it errors on bombs; we enforce our own limit instead.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=FORMATS)
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(f"{name}: {error}") from error
     except Exception as error:
