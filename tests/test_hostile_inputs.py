@@ -8,6 +8,8 @@ TIFF frame tables, PNG with only its header, JPEG with only its start marker, he
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import contextlib
 import io
 import logging
 import os
@@ -305,3 +307,46 @@ def test_a_detector_given_as_the_age_model_is_named_for_what_it_is():
 
     with pytest.raises(ModelError, match="yunet-2023 is a model for face-detection, not for age"):
         AgeEstimator("yunet-2023")
+
+
+def test_large_photos_are_estimated_one_at_a_time(client, monkeypatch):
+    import threading
+    import time
+
+    from agelens.server import memory
+
+    monkeypatch.setattr(memory, "LARGE_PIXELS", 1000)  # every test photo counts as large
+    inside, most = 0, 0
+    lock = threading.Lock()
+    real = memory._return_free_memory
+
+    def watched() -> None:
+        nonlocal inside
+        with lock:
+            inside -= 1
+        real()
+
+    original_guard = memory.large_photo_guard.__wrapped__
+
+    def counting_guard(data):
+        nonlocal inside, most
+        for _ in original_guard(data):
+            with lock:
+                inside += 1
+                most = max(most, inside)
+            time.sleep(0.05)
+            yield
+
+    monkeypatch.setattr(memory, "_return_free_memory", watched)
+    monkeypatch.setattr(
+        "agelens.server.app.large_photo_guard", contextlib.contextmanager(counting_guard)
+    )
+    photo = encoded("PNG", (64, 64))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(
+            pool.map(
+                lambda _: client.post("/v1/estimate", files={"file": ("x.png", photo)}), range(4)
+            )
+        )
+    assert all(answer.status_code == 200 for answer in answers)
+    assert most == 1 and inside == 0

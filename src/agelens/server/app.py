@@ -34,6 +34,7 @@ from agelens.pipeline.images import RGBImage, load_image
 from agelens.server.access import api_key_guard
 from agelens.server.error_handlers import add_error_handlers
 from agelens.server.headers import SecurityHeaders
+from agelens.server.memory import large_photo_guard
 from agelens.server.schemas import EstimateOut, GateOut
 from agelens.server.settings import ServerSettings
 from agelens.server.uploads import UploadError, read_image_bytes
@@ -244,9 +245,12 @@ async def _estimate_upload(
     estimator: AgeEstimator = request.app.state.estimator
 
     def run() -> dict[str, Any]:
-        image = load_image(data, max_pixels=estimator.max_pixels, still_only=True)
-        faces = estimator.estimate(image, groups=scheme, tta=tta, distribution=distribution)
-        return respond(estimator, image, faces)
+        with large_photo_guard(data):
+            image = load_image(data, max_pixels=estimator.max_pixels, still_only=True)
+            faces = estimator.estimate(image, groups=scheme, tta=tta, distribution=distribution)
+            answer = respond(estimator, image, faces)
+            del image  # freed before the guard hands memory back
+        return answer
 
     return await anyio.to_thread.run_sync(run, limiter=request.app.state.slots)
 
