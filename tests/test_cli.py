@@ -194,3 +194,13 @@ def test_distribution_without_json_shows_every_group(photos: Path):
     )
     assert result.exit_code == 0
     assert "every group" in result.output and "CHILD" in result.output
+
+
+def test_an_animated_gif_is_refused_as_the_server_refuses_it(tmp_path: Path):
+    frames = [Image.new("RGB", (64, 64), colour) for colour in ("red", "green")]
+    gif = tmp_path / "moving.gif"
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:])
+    result = runner.invoke(app, ["predict", str(gif), "--json"])
+    assert result.exit_code == 1
+    record = json.loads(result.stdout.splitlines()[0])
+    assert record["faces"] == [] and "animated" in record["error"]

@@ -232,6 +232,7 @@ def _estimate_chunk(
 def _try_load(path: Path, max_pixels: int) -> RGBImage | str:
     """The image, or what is wrong with it (without the path, which the result carries)."""
     try:
-        return load_image(path, max_pixels=max_pixels)
+        # An animation is refused as the server refuses it, not read as its first frame.
+        return load_image(path, max_pixels=max_pixels, still_only=True)
     except ImageError as error:
         return str(error).removeprefix(f"{path}: ")
