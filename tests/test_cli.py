@@ -204,3 +204,20 @@ def test_an_animated_gif_is_refused_as_the_server_refuses_it(tmp_path: Path):
     assert result.exit_code == 1
     record = json.loads(result.stdout.splitlines()[0])
     assert record["faces"] == [] and "animated" in record["error"]
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["serve", "--port", "99999"],
+        ["serve", "--max-upload-mb", "nan"],
+        ["serve", "--max-upload-mb", "-1"],
+        ["gate", "x.jpg", "--over", "-5"],
+        ["gate", "x.jpg", "--buffer", "-100"],
+        ["gate", "x.jpg", "--over", "nan"],
+    ],
+)
+def test_numeric_options_outside_sense_are_refused(arguments):
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
