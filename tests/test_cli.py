@@ -116,7 +116,9 @@ def test_gate_exit_codes(photos: Path, tmp_path: Path):
     refer = runner.invoke(
         app, ["gate", str(photos / "hopper.jpg"), "--over", "70", "--buffer", "20"]
     )
-    assert refer.exit_code == 3 and "REFER" in refer.output
+    assert refer.exit_code == 3 and "REFER: check an ID" in refer.output
+    words = " ".join(refer.output.split())
+    assert "is under 90 -> refer" in words and "passes at" not in words
     nobody = runner.invoke(app, ["gate", str(photos / "wall.jpg")])
     assert nobody.exit_code == 4 and "NO_FACE" in nobody.output
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n")

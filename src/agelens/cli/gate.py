@@ -74,12 +74,27 @@ def gate(
         sys.stdout.write(json.dumps(record) + "\n")
     else:
         colour = {"pass": "green", "refer": "yellow", "no_face": "red"}[result.decision]
-        what = "an estimated age" if result.rule == "estimate" else "a 90% interval from"
+        by_estimate = result.rule == "estimate"
+        measure = "its estimated age" if by_estimate else "the lower end of its 90% interval"
+        rule = (
+            f"over {over:g} with a {buffer:g}-year buffer: a face passes when {measure} "
+            f"reaches {result.pass_age:g}"
+        )
+        verdict = {
+            "pass": "every face passes",
+            "refer": "check an ID",
+            "no_face": "no face found, check an ID",
+        }[result.decision]
         out.print(
-            f"[bold {colour}]{result.decision.upper()}[/] - passes at {what} "
-            f"{result.pass_age:g}+ (over {over:g} with a {buffer:g}-year buffer)",
-            highlight=False,
+            f"[bold {colour}]{result.decision.upper()}[/]: {verdict} ({rule})", highlight=False
         )
         for face, decision in zip(result.faces, result.decisions, strict=True):
-            out.print(f"  face at {[round(v) for v in face.box]}: {label_of(face)} -> {decision}")
+            compared = face.age if by_estimate else face.interval[0]
+            named = "estimate" if by_estimate else "interval's lower end"
+            relation = "reaches" if decision == "pass" else "is under"
+            out.print(
+                f"  face at {[round(v) for v in face.box]}: {label_of(face)}; its {named} "
+                f"({compared:.1f}) {relation} {result.pass_age:g} -> {decision}",
+                highlight=False,
+            )
     raise typer.Exit(GATE_EXIT[result.decision])
