@@ -105,3 +105,18 @@ def test_the_threshold_changes_the_answer(page, astronaut, tmp_path: Path):
     page.dispatch_event("#over", "change")
     page.wait_for_selector("#verdict:has-text('Refer')")
     assert "refer" in page.locator("#faces tbody tr.face-row td").nth(4).inner_text()
+
+
+def test_the_page_and_the_api_give_the_same_default_answer(page, server_url, astronaut, tmp_path):
+    import httpx
+
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(astronaut).save(photo, quality=92)
+    api = httpx.post(f"{server_url}/v1/gate", files={"file": photo.read_bytes()}).json()
+    page.fill("#over", "18")
+    page.fill("#buffer", "")
+    page.set_input_files("#photo", str(photo))
+    page.wait_for_selector(f"#verdict:has-text('reaches {api['pass_age']:g}.')")
+    assert page.locator(f"#verdict.decision-{api['decision']}").count() == 1
+    measure = "lower end of its 90% interval" if api["rule"] == "lower_bound" else "estimated"
+    assert measure in page.locator("#verdict").inner_text()

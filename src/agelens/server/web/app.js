@@ -31,9 +31,11 @@ async function analyse(file) {
   statusLine.textContent = "Estimating…";
   const params = new URLSearchParams({
     over: document.getElementById("over").value || "18",
-    buffer: document.getElementById("buffer").value || "0",
     groups: document.getElementById("groups").value,
   });
+  // An empty buffer leaves the model's fitted policy in charge, as the CLI and API do.
+  const buffer = document.getElementById("buffer").value;
+  if (buffer !== "") params.set("buffer", buffer);
   const body = new FormData();
   body.append("file", file);
   const headers = {};
@@ -129,7 +131,10 @@ function render(file, answer) {
   document.querySelector("#faces tbody").replaceChildren(...rows);
   const verdict = document.getElementById("verdict");
   verdict.className = `decision-${answer.decision}`;
-  verdict.textContent = `${VERDICTS[answer.decision]} (A face passes at ${answer.pass_age} or older.)`;
+  const measure = answer.rule === "lower_bound"
+    ? "the lower end of its 90% interval"
+    : "its estimated age";
+  verdict.textContent = `${VERDICTS[answer.decision]} (A face passes when ${measure} reaches ${answer.pass_age}.)`;
   document.getElementById("caption").textContent =
     `${answer.faces.length} face${answer.faces.length === 1 ? "" : "s"} found.`;
   statusLine.textContent = `Done: ${answer.faces.length} face${answer.faces.length === 1 ? "" : "s"}.`;
