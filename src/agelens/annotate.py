@@ -14,11 +14,6 @@ _BOX_COLOUR = (255, 196, 0)
 _TEXT_COLOUR = (0, 0, 0)
 
 
-def label_of(face: Face) -> str:
-    low, high = face.interval
-    return f"{face.age:.0f} ({low:.0f}-{high:.0f})"
-
-
 def annotate(image: RGBImage, faces: list[Face]) -> Image.Image:
     """A copy of ``image`` with every face boxed and labelled; sizes scale with the image."""
     canvas = Image.fromarray(np.asarray(image)).copy()
@@ -29,7 +24,7 @@ def annotate(image: RGBImage, faces: list[Face]) -> Image.Image:
     for face in faces:
         x1, y1, x2, y2 = face.box
         draw.rectangle((x1, y1, x2, y2), outline=_BOX_COLOUR, width=line)
-        text = label_of(face)
+        text = face.label
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         pad = max(2, line)
         height = bottom - top + 2 * pad

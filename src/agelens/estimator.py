@@ -13,7 +13,7 @@ from agelens.decisions.groups import IMFDB, GroupScheme, resolve_scheme
 from agelens.errors import BoxError
 from agelens.models.bundles import DEFAULT_BUNDLE, DEFAULT_DETECTOR, Bundle, load_bundle
 from agelens.pipeline.chips import Aligner, Box, landmark_box
-from agelens.pipeline.estimates import DEFAULT_INTERVAL_LEVEL, Face, summarize
+from agelens.pipeline.estimates import DEFAULT_INTERVAL_LEVEL, Face, ceilings, summarize
 from agelens.pipeline.faces import (
     DEFAULT_MAX_SIDE,
     DEFAULT_MIN_FACE,
@@ -177,6 +177,8 @@ class AgeEstimator:
             self.interval_level,
             self.bundle.manifest.get("calibration"),
         )
+        open_above, at_top = ceilings(distributions, summary.intervals, self.bundle.ages)
+        top = float(max(self.bundle.ages))
         for row, crop in enumerate(crops):
             group_masses = summary.group_probabilities[row]
             best = int(np.argmax(group_masses))
@@ -193,6 +195,8 @@ class AgeEstimator:
                         zip(scheme.labels, map(float, group_masses), strict=True)
                     ),
                     distribution=distributions[row] if distribution else None,
+                    ceiling=top if open_above[row] else None,
+                    at_ceiling=bool(at_top[row]),
                 )
             )
         return faces

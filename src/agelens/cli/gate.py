@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from agelens.annotate import label_of
 from agelens.cli.common import (
     JsonOption,
     ModelOption,
@@ -93,7 +92,7 @@ def gate(
             named = "estimate" if by_estimate else "interval's lower end"
             relation = "reaches" if decision == "pass" else "is under"
             out.print(
-                f"  face at {[round(v) for v in face.box]}: {label_of(face)}; its {named} "
+                f"  face at {[round(v) for v in face.box]}: {face.label}; its {named} "
                 f"({compared:.1f}) {relation} {result.pass_age:g} -> {decision}",
                 highlight=False,
             )

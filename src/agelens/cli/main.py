@@ -14,7 +14,7 @@ from rich.padding import Padding
 from rich.table import Table
 
 from agelens import __version__
-from agelens.annotate import label_of, save_annotated
+from agelens.annotate import save_annotated
 from agelens.batch import EstimatorPool, ImageResult, collect_images
 from agelens.cli.common import (
     AlignedOption,
@@ -192,7 +192,7 @@ def _print_faces(result: ImageResult, every_group: bool = False) -> None:
         groups = ", ".join(f"{k} {v:.0%}" for k, v in face.group_probabilities.items())
         table.add_row(
             str(index),
-            label_of(face),
+            face.label,
             f"{face.group} ({face.group_probability:.0%})",
             ", ".join(f"{v:.0f}" for v in face.box),
             score,

@@ -28,6 +28,19 @@ class Face:
     group_probability: float
     group_probabilities: dict[str, float]
     distribution: NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
+    #: The network's oldest age, when the interval reaches it: the interval is open above
+    #: ("80+"), for the network cannot say how much older the face may be.
+    ceiling: float | None = None
+    #: Most of the distribution sits on the oldest age: the age itself reads "80+".
+    at_ceiling: bool = False
+
+    @property
+    def label(self) -> str:
+        """What a person reads: ``34 (19-50)``, or at the network's top ``80+ (66-80+)``."""
+        top = None if self.ceiling is None else f"{self.ceiling:.0f}+"
+        age = top if self.at_ceiling and top else f"{self.age:.0f}"
+        low, high = self.interval
+        return f"{age} ({low:.0f}-{top or f'{high:.0f}'})"
 
     def to_dict(self, *, distribution: bool = False) -> dict[str, Any]:
         """JSON-ready form, the shape ``agelens predict --json`` prints."""
@@ -37,9 +50,12 @@ class Face:
             "landmarks": [[round(x, 1), round(y, 1)] for x, y in self.landmarks],
             "age": round(self.age, 2),
             "interval": [self.interval[0], self.interval[1]],
+            "label": self.label,
             "group": {"label": self.group, "probability": round(self.group_probability, 4)},
             "groups": {k: round(v, 4) for k, v in self.group_probabilities.items()},
         }
+        if self.ceiling is not None:
+            result["ceiling"] = self.ceiling
         if distribution and self.distribution is not None:
             result["distribution"] = [round(float(p), 5) for p in self.distribution]
         return result
@@ -81,6 +97,15 @@ def summarize(
     low = years[quantile_classes(probabilities, tail)]
     high = years[quantile_classes(probabilities, 1.0 - tail)]
     return AgeSummary(ages, np.stack([low, high], axis=1), groups)
+
+
+def ceilings(
+    distributions: NDArray[np.float32], intervals: NDArray[np.float64], class_ages: list[float]
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """Per face: whether its interval reaches the oldest age class, and whether most of its
+    distribution sits on that class."""
+    top = float(max(class_ages))
+    return intervals[:, 1] >= top, distributions[:, int(np.argmax(class_ages))] >= 0.5
 
 
 def quantile_classes(probabilities: NDArray[np.float64], level: float) -> NDArray[np.intp]:

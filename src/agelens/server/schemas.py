@@ -19,7 +19,12 @@ class FaceOut(BaseModel):
         description="5 points [x, y], as dlib's predictor put them"
     )
     age: float = Field(description="expected age in years")
-    interval: list[float] = Field(description="[lo, hi], the central 90% of the distribution")
+    interval: list[float] = Field(description="[lo, hi], the calibrated 90% interval")
+    label: str = Field(description="what a person reads: '34 (19-50)', or '80+ (66-80+)'")
+    ceiling: float | None = Field(
+        default=None,
+        description="the network's oldest age, when the interval reaches it: open above",
+    )
     group: GroupOut = Field(description="most probable age group and its probability")
     groups: dict[str, float] = Field(description="probability of every group of the scheme")
     distribution: list[float] | None = Field(

@@ -73,7 +73,7 @@ function render(file, answer) {
   const fontSize = Math.max(12, Math.min(answer.width, answer.height) / 24);
   answer.faces.forEach((face, index) => {
     const [x1, y1, x2, y2] = face.box;
-    const label = `${Math.round(face.age)} (${Math.round(face.interval[0])}-${Math.round(face.interval[1])})`;
+    const label = face.label;  // the server's words, as the CLI prints them: "80+" at the top
     const box = document.createElementNS(SVG, "rect");
     Object.entries({ x: x1, y: y1, width: x2 - x1, height: y2 - y1, "stroke-width": stroke })
       .forEach(([name, value]) => box.setAttribute(name, value));
@@ -97,8 +97,8 @@ function render(file, answer) {
     row.className = "face-row";
     const cells = [
       `${index + 1}`,
-      `${face.age.toFixed(1)}`,
-      `${Math.round(face.interval[0])}–${Math.round(face.interval[1])}`,
+      face.label.startsWith(`${face.ceiling}+`) ? `${face.ceiling}+` : `${face.age.toFixed(1)}`,
+      `${Math.round(face.interval[0])}–${face.ceiling ? `${face.ceiling}+` : Math.round(face.interval[1])}`,
     ].map((value) => {
       const cell = document.createElement("td");
       cell.textContent = value;
