@@ -9,6 +9,7 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from agelens import AgeEstimator, Decision, ModelError, load_image
+from agelens.decisions.groups import IMFDB
 
 
 def test_astronaut_one_face_in_her_thirties_to_fifties(estimator, astronaut):
@@ -22,7 +23,13 @@ def test_astronaut_one_face_in_her_thirties_to_fifties(estimator, astronaut):
     assert low <= face.age <= high
     assert face.group in {"YOUNG", "MIDDLE"}
     assert sum(face.group_probabilities.values()) == pytest.approx(1.0, abs=1e-4)
-    assert face.group_probability == max(face.group_probabilities.values())
+    # The group is the one the age falls in: 34.5 is MIDDLE (31-50), though YOUNG holds
+    # more of the distribution's mass.
+    assert face.group == IMFDB.group_of(face.age) == "MIDDLE"
+    assert face.group_probability == face.group_probabilities["MIDDLE"]
+    assert face.likeliest_group == max(
+        face.group_probabilities, key=face.group_probabilities.__getitem__
+    )
     assert len(face.landmarks) == 5
 
 

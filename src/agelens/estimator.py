@@ -181,7 +181,9 @@ class AgeEstimator:
         top = float(max(self.bundle.ages))
         for row, crop in enumerate(crops):
             group_masses = summary.group_probabilities[row]
-            best = int(np.argmax(group_masses))
+            # The reported group is the one the reported age falls in, so the two never
+            # contradict each other; every group's mass stays in group_probabilities.
+            best = scheme.labels.index(scheme.group_of(float(summary.ages[row])))
             faces[crop.image_index].append(
                 Face(
                     box=crop.box,

@@ -35,6 +35,12 @@ class Face:
     at_ceiling: bool = False
 
     @property
+    def likeliest_group(self) -> str:
+        """The group holding the most probability mass: a classifier's answer, which for a
+        wide distribution can differ from :attr:`group`, the group the age falls in."""
+        return max(self.group_probabilities, key=self.group_probabilities.__getitem__)
+
+    @property
     def label(self) -> str:
         """What a person reads: ``34 (19-50)``, or at the network's top ``80+ (66-80+)``."""
         top = None if self.ceiling is None else f"{self.ceiling:.0f}+"

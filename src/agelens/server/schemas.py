@@ -25,7 +25,9 @@ class FaceOut(BaseModel):
         default=None,
         description="the network's oldest age, when the interval reaches it: open above",
     )
-    group: GroupOut = Field(description="most probable age group and its probability")
+    group: GroupOut = Field(
+        description="the age group the estimated age falls in, and the probability mass in it"
+    )
     groups: dict[str, float] = Field(description="probability of every group of the scheme")
     distribution: list[float] | None = Field(
         default=None, description="probability per age class, when asked for"
