@@ -80,21 +80,21 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     utk, imfdb = args.data / FOLDERS["utkface"], args.data / FOLDERS["imfdb"]
-    fresh = {
-        "utk-crops": evaluate(f"utkface:{utk}", "imfdb", args.model, "--aligned"),
-        "imfdb": evaluate(f"imfdb:{imfdb}", "imfdb", args.model, "--aligned"),
-    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def keep(check: str, rows: list[dict[str, Any]]) -> None:
+        """Each check is written as soon as it is done, so a long run keeps what it did."""
+        results[check] = merged(results.get(check, []), rows)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+    keep("utk-crops", evaluate(f"utkface:{utk}", "imfdb", args.model, "--aligned"))
+    keep("imfdb", evaluate(f"imfdb:{imfdb}", "imfdb", args.model, "--aligned"))
     with tempfile.TemporaryDirectory() as folder:
-        fresh["utk-photos"] = evaluate(
-            f"csv:{padded_photos(utk, Path(folder))}", "imfdb", args.model
-        )
+        photos = f"csv:{padded_photos(utk, Path(folder))}"
+        keep("utk-photos", evaluate(photos, "imfdb", args.model))
         for name in DEGRADATIONS:
             spec = f"csv:{degraded(utk, Path(folder), name)}"
-            fresh[name] = evaluate(spec, "imfdb", args.model, "--aligned")
-    for check, rows in fresh.items():
-        results[check] = merged(results.get(check, []), rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+            keep(name, evaluate(spec, "imfdb", args.model, "--aligned"))
     table = Table(title="Checks across datasets")
     table.add_column("model")
     for check in results:
