@@ -306,33 +306,27 @@ def test_two_tail_steps_lower_the_loss_and_a_run_resumes(tmp_path, graph_file):
 
     before = loss()
     checkpoint = tmp_path / "checkpoint.pt"
-    history, _ = train_tail(
-        net,
-        "relu6",
-        train_set,
-        train_set,
-        normalise,
-        objective,
-        torch.Generator().manual_seed(0),
-        cache_dir=tmp_path / "cache",
-        checkpoint=checkpoint,
-    )
+
+    def run(objective: Objective) -> list[dict[str, float]]:
+        return train_tail(
+            net,
+            "relu6",
+            train_set,
+            train_set,
+            normalise,
+            objective,
+            torch.Generator().manual_seed(0),
+            cache_dir=tmp_path / "cache",
+            checkpoint=checkpoint,
+        )[0]
+
+    history = run(objective)
     assert loss() < before
     assert len(history) == 2 and checkpoint.is_file()
     assert len(list((tmp_path / "cache").glob("activations-*.npy"))) == 1
     # Asked for one more epoch, a run from the same checkpoint trains only that one.
     more = Objective(replace(config, epochs=3), ages, None, None)
-    resumed, _ = train_tail(
-        net,
-        "relu6",
-        train_set,
-        train_set,
-        normalise,
-        more,
-        torch.Generator().manual_seed(0),
-        cache_dir=tmp_path / "cache",
-        checkpoint=checkpoint,
-    )
+    resumed = run(more)
     assert len(resumed) == 3 and resumed[:2] == history
 
 

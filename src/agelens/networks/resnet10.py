@@ -169,22 +169,26 @@ def export_onnx(net: nn.Module, path: Path, size: int, *, half_weights: bool = F
     computation stays in float32.
     """
     net.eval()
-    example = torch.zeros(1, 3, size, size)
+    export_module(WithSoftmax(net), torch.zeros(1, 3, size, size), path, "probabilities")
+    if half_weights:
+        _store_half(path)
+
+
+def export_module(module: nn.Module, example: torch.Tensor, path: Path, output: str) -> None:
+    """``module`` as ONNX (opset 17) with input ``images`` and one output, any batch size."""
     with warnings.catch_warnings():
-        # The exporter notes that it cannot fold the shortcut's channel padding; harmless.
-        warnings.simplefilter("ignore", UserWarning)
+        # Traced shapes are fixed but the batch (the tracer says so at length); harmless.
+        warnings.simplefilter("ignore")
         torch.onnx.export(
-            WithSoftmax(net),
+            module,
             (example,),
             str(path),
             input_names=["images"],
-            output_names=["probabilities"],
-            dynamic_axes={"images": {0: "N"}, "probabilities": {0: "N"}},
+            output_names=[output],
+            dynamic_axes={"images": {0: "N"}, output: {0: "N"}},
             opset_version=17,
             dynamo=False,
         )
-    if half_weights:
-        _store_half(path)
 
 
 class Ensemble(nn.Module):

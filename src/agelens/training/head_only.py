@@ -13,7 +13,7 @@ from agelens.networks.resnet10 import AgeNet
 from agelens.training.augmentation import Normalise
 from agelens.training.config import LabelledChips
 from agelens.training.objective import Objective
-from agelens.training.validation import BestSoFar, val_scores
+from agelens.training.validation import BestSoFar, end_epoch, val_scores
 
 
 def train_head(
@@ -58,10 +58,7 @@ def train_head(
             "train_loss": running / len(order),
             **val_scores(objective, probabilities, val_ages, val_groups),
         }
-        history.append(row)
-        if on_epoch:
-            on_epoch(row)
-        if best.update(row["val_score"], epoch):
+        if end_epoch(history, row, best, on_epoch):
             break
     best.restore()
     return history, best.epoch

@@ -31,7 +31,7 @@ from agelens.training.config import LabelledChips, TrainConfig, TrainResult
 from agelens.training.head_only import train_head
 from agelens.training.objective import Objective, class_ages_for, group_weights, widen_head
 from agelens.training.tail import train_tail
-from agelens.training.validation import BestSoFar, evaluate
+from agelens.training.validation import BestSoFar, end_epoch, evaluate
 
 
 def train(
@@ -160,10 +160,7 @@ def _finetune(
             "train_loss": running / seen,
             **evaluate(net, val_set, normalise, objective),
         }
-        history.append(row)
-        if on_epoch:
-            on_epoch(row)
-        stop = best.update(row["val_score"], epoch)
+        stop = end_epoch(history, row, best, on_epoch)
         if epoch > config.epochs - config.average_last:
             averaged.append({k: v.detach().clone() for k, v in net.state_dict().items()})
         if stop:

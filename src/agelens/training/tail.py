@@ -33,11 +33,12 @@ from torch import nn
 from torch.nn import functional
 
 from agelens.networks.graph_age_net import GraphAgeNet
+from agelens.networks.resnet10 import export_module
 from agelens.pipeline.runtime import open_session
 from agelens.training.augmentation import Normalise
 from agelens.training.config import LabelledChips
 from agelens.training.objective import Objective
-from agelens.training.validation import BestSoFar, val_scores
+from agelens.training.validation import BestSoFar, end_epoch, val_scores
 
 _CHUNK = 64
 
@@ -77,16 +78,7 @@ def cached_activations(
         onnx_path = Path(folder) / "trunk.onnx"
         example = normalise(torch.from_numpy(chips[:1]))
         net.eval()
-        torch.onnx.export(
-            Trunk(net, cut),
-            (example,),
-            str(onnx_path),
-            input_names=["images"],
-            output_names=["activation"],
-            dynamic_axes={"images": {0: "N"}, "activation": {0: "N"}},
-            opset_version=17,
-            dynamo=False,
-        )
+        export_module(Trunk(net, cut), example, onnx_path, "activation")
         session = open_session(onnx_path, os.cpu_count())
         shape = session.run(None, {"images": example.contiguous().numpy()})[0].shape[1:]
         done = int(done_path.read_text()) if done_path.is_file() and path.is_file() else 0
@@ -180,10 +172,7 @@ def train_tail(
             "train_loss": running / seen,
             **val_scores(objective, probabilities, val_ages, val_groups),
         }
-        history.append(row)
-        if on_epoch:
-            on_epoch(row)
-        stop = best.update(row["val_score"], epoch)
+        stop = end_epoch(history, row, best, on_epoch)
         if checkpoint is not None:
             _save(checkpoint, net, optimiser, generator, history, epoch, best)
         if stop:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -80,3 +81,16 @@ class BestSoFar:
     def restore(self) -> None:
         if self.state is not None:
             self.module.load_state_dict(self.state)
+
+
+def end_epoch(
+    history: list[dict[str, float]],
+    row: dict[str, float],
+    best: BestSoFar,
+    on_epoch: Callable[[dict[str, float]], None] | None,
+) -> bool:
+    """Record and report an epoch's row; True when early stopping ends the run."""
+    history.append(row)
+    if on_epoch:
+        on_epoch(row)
+    return best.update(row["val_score"], int(row["epoch"]))
