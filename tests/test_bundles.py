@@ -83,3 +83,24 @@ def test_the_fine_tuned_bundle_ships_research_only_and_runs(astronaut, grace_hop
     assert 25 <= astronaut_face.age <= 55 and hopper_face.age >= 60
     low, high = astronaut_face.interval
     assert low < astronaut_face.age < high
+
+
+def test_the_research_bundle_ships_research_only_with_its_training_graph(
+    astronaut, grace_hopper_path
+):
+    from tools.import_tfjs import MAX_AGE_DIFFERENCE, check_bundle
+
+    bundle = load_bundle("agelens-research-v2")
+    assert bundle.license["research_only"] is True
+    assert "VGGFace2" in bundle.license["note"] and "UTKFace" in bundle.license["note"]
+    assert bundle.input_size == 224 and bundle.ages[-1] == 116
+    assert (bundle.folder / "LICENSE").is_file()
+    rows = {row["name"]: row for row in describe_builtin_bundles()}
+    assert rows["agelens-research-v2"]["research_only"]
+    assert not rows["agelens-research-v2"]["default"]
+    # The training graph it carries is the network its ONNX file runs.
+    assert check_bundle(bundle.folder, bundle.manifest) <= MAX_AGE_DIFFERENCE
+    estimator = AgeEstimator(bundle)
+    (astronaut_face,) = estimator.estimate(astronaut)
+    (hopper_face,) = estimator.estimate(grace_hopper_path)
+    assert 25 <= astronaut_face.age <= 55 and hopper_face.age >= 60
