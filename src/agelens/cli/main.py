@@ -44,6 +44,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Markdown: docstring paragraphs wrap to the terminal, `code` shows as code.
+    rich_markup_mode="markdown",
 )
 
 

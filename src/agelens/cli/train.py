@@ -209,7 +209,7 @@ def calibrate(
 ) -> None:
     """Fit conformal 90% intervals and the gate buffer of a bundle on labelled ages.
 
-    One calibration serves every precision of a bundle; ``--precision`` picks the weights
+    One calibration serves every precision of a bundle; `--precision` picks the weights
     it is fitted with, and the manifest records which.
     """
     try:
