@@ -146,3 +146,15 @@ def test_shared_between_threads(estimator, astronaut, grace_hopper_path):
 def test_unknown_model_is_a_model_error():
     with pytest.raises(ModelError, match="no model bundle"):
         AgeEstimator("no-such-model")
+
+
+def test_the_sample_photo_the_readme_opens_with_has_one_face(estimator):
+    from pathlib import Path
+
+    import agelens
+
+    sample = Path(agelens.__file__).parent / "samples" / "astronaut.jpg"
+    (face,) = estimator.estimate(sample)
+    assert 25 <= face.age <= 55
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert '"samples" / "astronaut.jpg"' in readme.split("```")[1]  # the first command
