@@ -109,7 +109,7 @@ def test_predict_bad_options_are_usage_errors(photos: Path):
     result = runner.invoke(app, ["predict", str(photos), "--model", "nope"])
     assert result.exit_code == 2 and "no model bundle" in result.output
     result = runner.invoke(app, ["predict", str(photos), "--detect-size", "10"])
-    assert result.exit_code == 2 and "max_side" in result.output
+    assert result.exit_code == 2 and "detect-size" in result.output
     result = runner.invoke(app, ["predict", str(photos), "--precision", "fp16"])
     assert result.exit_code == 2 and "precision must be one of" in result.output
 

@@ -64,3 +64,19 @@ def test_min_face_and_min_score_filter(astronaut):
 def test_an_age_bundle_is_not_a_detector():
     with pytest.raises(ModelError, match="face-detection"):
         FaceDetector("cydral-v1")
+
+
+def test_small_faces_in_a_large_photo_are_found_by_default(astronaut):
+    from PIL import Image
+
+    from agelens.pipeline.faces import FaceDetector
+
+    face = Image.fromarray(astronaut).crop((150, 40, 300, 220)).resize((80, 96))
+    canvas = Image.new("RGB", (3000, 2000), (120, 130, 140))
+    for index in range(8):
+        canvas.paste(face, (200 + (index % 4) * 700, 400 + (index // 4) * 900))
+    photo = np.asarray(canvas)
+    assert len(FaceDetector(max_side=480).detect(photo)) == 0  # what a fixed 480 px missed
+    found = FaceDetector().detect(photo)
+    assert len(found) == 8 and all(f.box[2] - f.box[0] < 60 for f in found)
+    assert FaceDetector().side_for(640, 480) == 480  # ordinary photos cost no more

@@ -15,7 +15,6 @@ from agelens.models.bundles import DEFAULT_BUNDLE, DEFAULT_DETECTOR, Bundle, loa
 from agelens.pipeline.chips import Aligner, Box, landmark_box
 from agelens.pipeline.estimates import DEFAULT_INTERVAL_LEVEL, Face, ceilings, summarize
 from agelens.pipeline.faces import (
-    DEFAULT_MAX_SIDE,
     DEFAULT_MIN_FACE,
     DEFAULT_MIN_SCORE,
     FaceDetector,
@@ -70,7 +69,7 @@ class AgeEstimator:
         tta: bool | None = None,
         precision: str | None = None,
         interval_level: float = DEFAULT_INTERVAL_LEVEL,
-        detect_max_side: int = DEFAULT_MAX_SIDE,
+        detect_max_side: int | None = None,
         min_score: float = DEFAULT_MIN_SCORE,
         min_face: int = DEFAULT_MIN_FACE,
         max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -34,7 +34,6 @@ from agelens.cli.gate import gate
 from agelens.cli.train import calibrate, eda, train
 from agelens.estimator import AgeEstimator
 from agelens.models.bundles import DEFAULT_BUNDLE, describe_builtin_bundles
-from agelens.pipeline.faces import DEFAULT_MAX_SIDE
 
 #: The largest upload limit ``serve`` accepts: far above any photo.
 MAX_UPLOAD_MB = 100.0
@@ -112,9 +111,13 @@ def predict(
     min_score: Annotated[float, typer.Option(help="Detector score threshold (0-1).")] = 0.6,
     min_face: Annotated[int, typer.Option(help="Smallest face side in pixels.")] = 20,
     detect_size: Annotated[
-        int,
-        typer.Option(help="Longer side the detector sees; raise it for small faces in big photos."),
-    ] = DEFAULT_MAX_SIDE,
+        int | None,
+        typer.Option(
+            min=64,
+            help="Longer side the detector sees (default: 480, more in large photos so "
+            "that faces down to about 24 px are found).",
+        ),
+    ] = None,
 ) -> None:
     """Find every face and estimate its age, interval and group.
 
@@ -183,7 +186,11 @@ def _print_faces(result: ImageResult, every_group: bool = False) -> None:
         err.print(f"[red]{escape(str(result.path))}[/]: {escape(result.error)}", highlight=False)
         return
     if not result.faces:
-        out.print(f"[bold]{escape(str(result.path))}[/]: no face found", highlight=False)
+        out.print(
+            f"[bold]{escape(str(result.path))}[/]: no face found (smaller faces than about "
+            "24 px, or turned away: try --detect-size 2400 or --min-score 0.4)",
+            highlight=False,
+        )
         return
     table = Table(title=str(result.path), title_justify="left")
     columns = ["face", "age (90% interval)", "group", "box", "score"]

@@ -20,9 +20,15 @@ from agelens.models.bundles import DEFAULT_DETECTOR, FACE_DETECTION, Bundle, loa
 from agelens.pipeline.images import RGBImage
 from agelens.pipeline.runtime import open_session
 
-#: Longer side of the image the detector sees. Chosen with ``bench/benchmark.py``:
-#: it keeps faces down to about 4% of the image width and is the speed lever.
+#: Longer side of the image the detector sees, at the least. Chosen with
+#: ``bench/benchmark.py``: the speed lever for ordinary photos.
 DEFAULT_MAX_SIDE = 480
+#: In a large photo the detector sees at least this share of its pixels' side, so that a
+#: 24-px face stays about 10 px, the smallest YuNet finds (eight 45-px faces in a
+#: 3000x2000 photo: none found at 480 px, all eight at 1250, for 49 ms more), up to
+#: ``LARGEST_SIDE``.
+SMALLEST_FACE_SCALE = 10 / 24
+LARGEST_SIDE = 1600
 DEFAULT_MIN_SCORE = 0.6
 DEFAULT_MIN_FACE = 20
 
@@ -52,12 +58,12 @@ class FaceDetector:
         self,
         model: str | Bundle = DEFAULT_DETECTOR,
         *,
-        max_side: int = DEFAULT_MAX_SIDE,
+        max_side: int | None = None,
         min_score: float = DEFAULT_MIN_SCORE,
         min_face: int = DEFAULT_MIN_FACE,
         threads: int | None = None,
     ) -> None:
-        if max_side < 64:
+        if max_side is not None and max_side < 64:
             raise ValueError(f"max_side must be at least 64 pixels, got {max_side}")
         if not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score must be within [0, 1], got {min_score}")
@@ -72,7 +78,7 @@ class FaceDetector:
     def detect(self, image: RGBImage) -> list[Detection]:
         """Return the faces of ``image``, largest first."""
         height, width = image.shape[:2]
-        scale = min(1.0, self.max_side / max(height, width))
+        scale = min(1.0, self.side_for(width, height) / max(height, width))
         boxes, scores, landmarks = self._network.detect(_resize(image, scale), self.min_score)
         boxes, landmarks = boxes / scale, landmarks / scale
         detections = []
@@ -88,6 +94,14 @@ class FaceDetector:
             points = tuple((float(x), float(y)) for x, y in marks.reshape(5, 2))
             detections.append(Detection(clipped, float(score), points))
         return sorted(detections, key=lambda face: face.area, reverse=True)
+
+    def side_for(self, width: int, height: int) -> int:
+        """The longer side the detector sees: ``max_side`` when given, else 480 px for
+        ordinary photos and more for large ones, so that small faces stay findable."""
+        if self.max_side is not None:
+            return self.max_side
+        wanted = round(max(width, height) * SMALLEST_FACE_SCALE)
+        return min(max(wanted, DEFAULT_MAX_SIDE), LARGEST_SIDE)
 
 
 class _YuNet:
