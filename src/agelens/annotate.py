@@ -21,10 +21,11 @@ def annotate(image: RGBImage, faces: list[Face]) -> Image.Image:
     short_side = min(canvas.size)
     line = max(2, round(short_side / 250))
     font = ImageFont.load_default(size=max(12, round(short_side / 28)))
-    for face in faces:
+    for number, face in enumerate(faces, 1):
         x1, y1, x2, y2 = face.box
         draw.rectangle((x1, y1, x2, y2), outline=_BOX_COLOUR, width=line)
-        text = face.label
+        # Numbered as the CLI's table and the page number the faces.
+        text = f"#{number} {face.label}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         pad = max(2, line)
         height = bottom - top + 2 * pad
