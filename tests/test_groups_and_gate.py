@@ -150,3 +150,15 @@ def test_many_edges_are_refused_and_membership_needs_no_square_memory():
 def test_gate_thresholds_outside_sense_are_refused(over, buffer):
     with pytest.raises(ValueError, match="gate's"):
         GatePolicy(over, buffer)
+
+
+def test_a_policy_says_how_many_minors_it_rests_on_and_too_few_are_refused():
+    from agelens.decisions.gate import MIN_MINORS, too_few_minors
+
+    rng = np.random.default_rng(0)
+    few = np.array([15.0, 16.0, 17.0, 30.0, 40.0, 50.0] * 5)
+    policy = choose_policy(few + rng.normal(0, 3, few.size), few - 5, few)
+    assert policy["val_minors"] == 15 and policy["val_adults"] == 15
+    assert "only 15 people aged 13-17" in too_few_minors(policy)
+    many = np.concatenate([np.full(MIN_MINORS, 15.0), np.full(200, 35.0)])
+    assert too_few_minors(choose_policy(many, many - 5, many)) is None

@@ -109,7 +109,9 @@ def test_calibrate_writes_intervals_and_gate_into_a_copy(face_dataset, tmp_path)
     assert manifest["calibration"]["n"] == 90 and set(manifest["calibration"]["quantiles"]) >= {
         "0.9"
     }
-    assert manifest["gate"]["over"] == 18 and manifest["gate"]["buffer"] >= 0
+    # No 13-17-year-olds in these faces: the package's policy is kept, with a warning.
+    assert manifest["gate"] == load_bundle().manifest["gate"]
+    assert "only 0 people aged 13-17" in " ".join(result.output.split())
     assert load_bundle(out).model_path == load_bundle().model_path  # still the package's
 
 

@@ -261,3 +261,20 @@ def test_a_research_only_base_makes_a_research_only_bundle(tmp_path):
     manifest = run(options, show_progress=False)
     assert manifest["license"]["research_only"] is True
     assert "agelens-utk-v1" in manifest["license"]["note"]
+
+
+def test_a_job_without_enough_minors_fits_no_gate_policy(face_dataset, tmp_path):
+    manifest = run(
+        JobOptions(
+            f"utkface:{face_dataset}",
+            tmp_path / "model",
+            TrainConfig(mode="head", epochs=1, max_age=100),
+            IMFDB,
+            cache_dir=tmp_path / "cache",
+            device="cpu",
+        ),
+        show_progress=False,
+    )
+    assert "gate" not in manifest and "Challenge 25" in manifest["gate_not_fitted"]
+    estimator = AgeEstimator(str(tmp_path / "model"))
+    assert estimator.gate_policy(18).buffer == 7  # Challenge 25's rule

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from rich.markup import escape
 
 from agelens.cli.common import (
     AlignedOption,
@@ -26,7 +27,7 @@ from agelens.cli.common import (
 )
 from agelens.data.datasets import read_dataset, select_split, spec_label, unique_samples
 from agelens.decisions import calibration
-from agelens.decisions.gate import fit_policy
+from agelens.decisions.gate import fit_policy, too_few_minors
 from agelens.decisions.groups import resolve_scheme
 from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
@@ -190,6 +191,8 @@ def train(
         manifest = run(options, on_epoch=report_epoch, show_progress=err.is_terminal)
     except AgeLensError as error:
         raise fail(str(error), 2) from error
+    if reason := manifest.get("gate_not_fitted"):
+        err.print(f"[yellow]warning:[/] {escape(reason)}", highlight=False)
     metrics = manifest["metrics"]
     out.print_json(json.dumps({"bundle": str(out_dir), "metrics": metrics}))
 
@@ -236,9 +239,16 @@ def calibrate(
         "data": spec_label(data),
         "precision": estimator.bundle.precision,
     }
-    manifest["gate"] = fit_policy(
-        distributions, estimator.bundle.ages, manifest["calibration"], truth
-    )
+    policy = fit_policy(distributions, estimator.bundle.ages, manifest["calibration"], truth)
+    if (reason := too_few_minors(policy)) is None:
+        manifest["gate"] = policy
+    else:
+        kept = (
+            "the bundle's previous policy is kept"
+            if "gate" in manifest
+            else ("Challenge 25's rule applies")
+        )
+        err.print(f"[yellow]warning:[/] {escape(reason)}; {kept}", highlight=False)
     folder = out_dir or estimator.bundle.folder
     folder.mkdir(parents=True, exist_ok=True)
     source = estimator.bundle.folder
@@ -248,4 +258,6 @@ def calibrate(
             if "package" not in artifact:
                 shutil.copy2(source / artifact["path"], folder / artifact["path"])
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    out.print_json(json.dumps({"calibration": manifest["calibration"], "gate": manifest["gate"]}))
+    out.print_json(
+        json.dumps({"calibration": manifest["calibration"], "gate": manifest.get("gate")})
+    )

@@ -79,6 +79,9 @@ class GatePolicy:
 #: The ages whose pass rate a gate over 18 must hold down, and those it should let through.
 MINORS = (13, 17)
 ADULTS_FROM = 25
+#: Fewer 13-17-year-olds than this, and "at most 2% of minors pass" is not one person: a
+#: policy fitted on them would be noise, so none is fitted.
+MIN_MINORS = 50
 
 
 def pass_rates(
@@ -121,6 +124,7 @@ def choose_policy(
         minors, adults = pass_rates(scores, true_ages, over + buffer)
         candidates.append((adults, -buffer, rule, buffer, minors))
     adults, _, rule, buffer, minors = max(candidates)
+    truth = np.asarray(true_ages)
     return {
         "over": over,
         "rule": rule,
@@ -129,7 +133,20 @@ def choose_policy(
         "chosen_on": "val",
         "val_pass_13_17": round(minors, 4),
         "val_pass_25_plus": round(adults, 4),
+        "val_minors": int(((truth >= MINORS[0]) & (truth <= MINORS[1])).sum()),
+        "val_adults": int((truth >= ADULTS_FROM).sum()),
     }
+
+
+def too_few_minors(policy: dict[str, Any]) -> str | None:
+    """Why ``policy`` should not be kept, or None when it rests on enough minors."""
+    count = int(policy.get("val_minors", 0))
+    if count >= MIN_MINORS:
+        return None
+    return (
+        f"only {count} people aged 13-17 in the data, fewer than {MIN_MINORS}: no gate "
+        "policy fitted on them"
+    )
 
 
 def fit_policy(

@@ -24,7 +24,7 @@ from agelens.data.datasets import (
     spec_label,
 )
 from agelens.decisions import calibration
-from agelens.decisions.gate import fit_policy
+from agelens.decisions.gate import fit_policy, too_few_minors
 from agelens.decisions.groups import GroupScheme
 from agelens.evaluation.plots import plot_curves
 from agelens.models.bundles import Bundle
@@ -167,7 +167,17 @@ def _fit_on_val_and_score(
             metrics["test"]["coverage90"] = round(
                 calibration.coverage(bounds, sets["test"].ages[test_known]), 4
             )
-        extra["gate"] = fit_policy(val_p[known], ages, record, sets["val"].ages[known])
+        policy = fit_policy(val_p[known], ages, record, sets["val"].ages[known])
+        # Too few minors: no policy, so the bundle falls back to Challenge 25's rule.
+        if (reason := too_few_minors(policy)) is None:
+            extra["gate"] = policy
+        else:
+            extra["gate_not_fitted"] = f"{reason}; Challenge 25's rule applies"
+    else:
+        extra["gate_not_fitted"] = (
+            f"only {int(known.sum())} faces with ages in val, fewer than "
+            f"{calibration.MIN_FACES}: no calibration or gate policy; Challenge 25's rule applies"
+        )
     extra["metrics"] = metrics
     return extra
 
