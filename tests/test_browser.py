@@ -120,3 +120,11 @@ def test_the_page_and_the_api_give_the_same_default_answer(page, server_url, ast
     assert page.locator(f"#verdict.decision-{api['decision']}").count() == 1
     measure = "lower end of its 90% interval" if api["rule"] == "lower_bound" else "estimated"
     assert measure in page.locator("#verdict").inner_text()
+
+
+def test_a_photo_without_a_face_shows_no_empty_table(page, tmp_path):
+    wall = tmp_path / "wall.png"
+    Image.new("RGB", (320, 240), (180, 170, 160)).save(wall)
+    page.set_input_files("#photo", str(wall))
+    page.wait_for_selector("#caption:has-text('0 faces found')")
+    assert page.locator("#faces").is_hidden()

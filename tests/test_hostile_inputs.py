@@ -350,3 +350,8 @@ def test_large_photos_are_estimated_one_at_a_time(client, monkeypatch):
         )
     assert all(answer.status_code == 200 for answer in answers)
     assert most == 1 and inside == 0
+
+
+def test_the_favicon_is_served(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/svg+xml"

@@ -19,7 +19,7 @@ import anyio
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
@@ -204,6 +204,11 @@ def create_app(
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:
         return HTMLResponse((WEB / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        """Browsers ask for it whatever the page says; the same icon the page links."""
+        return FileResponse(str(WEB / "favicon.svg"), media_type="image/svg+xml")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:

@@ -129,6 +129,8 @@ function render(file, answer) {
     return row;
   });
   document.querySelector("#faces tbody").replaceChildren(...rows);
+  // No face, no table: an empty header row says nothing.
+  document.getElementById("faces").hidden = rows.length === 0;
   const verdict = document.getElementById("verdict");
   verdict.className = `decision-${answer.decision}`;
   const measure = answer.rule === "lower_bound"
