@@ -82,6 +82,7 @@ def test_evaluate_report_compares_models(face_dataset, tmp_path, fp32_manifest):
     assert json.loads((report / "metrics.json").read_text())[1]["model"] == "cydral-copy"
     page = (report / "index.html").read_text()
     assert "Comparison" in page and "cydral-copy" in page
+    assert "Weights fp32, flip TTA on." in page and "MAE: mean absolute error" in page
     for suffix in ("confusion", "bands", "gate", "most-wrong"):
         assert (report / f"cydral-v1-{suffix}.png").is_file(), suffix
 

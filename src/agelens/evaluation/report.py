@@ -35,6 +35,17 @@ from agelens.pipeline.images import load_image
 GALLERY_SIZE = 24
 BUFFERS = np.arange(0.0, 30.5, 0.5)
 COMPARED = ("n", "mae", "cs5", "coverage90", "accuracy", "bias")
+#: What each key of metrics.json means, for people reading the page.
+METRIC_NAMES = {
+    "n": "faces scored",
+    "mae": "MAE: mean absolute error (years)",
+    "cs5": "CS@5: share within 5 years",
+    "coverage90": "share inside the 90% interval",
+    "accuracy": "group accuracy",
+    "bias": "mean error (years; + is too old)",
+    "no_face": "photos with no face found",
+    "unreadable": "unreadable files",
+}
 
 
 def write_report(
@@ -57,7 +68,7 @@ def write_report(
 
 
 def _comparison(runs: Sequence[tuple[dict[str, Any], list[Prediction], Path | None]]) -> str:
-    header = ["model", *COMPARED, "pass 13-17", "pass 25+"]
+    header = ["model", *(METRIC_NAMES[key] for key in COMPARED), "pass 13-17", "pass 25+"]
     rows = []
     for result, _, _ in runs:
         gate = result.get("gate", {})
@@ -88,7 +99,12 @@ def _model_section(
 ) -> str:
     slug = _slug(result["model"])
     parts = [f"<h2>{html.escape(result['model'])}</h2>"]
-    headline = [(key, _fmt(result.get(key))) for key in (*COMPARED, "no_face", "unreadable")]
+    tta = {True: "on", False: "off"}.get(result.get("tta"), "the bundle's")
+    parts.append(
+        f"<p>Weights {html.escape(str(result.get('precision', '-')))}, flip TTA {tta}.</p>"
+    )
+    keys = (*COMPARED, "no_face", "unreadable")
+    headline = [(METRIC_NAMES[key], _fmt(result.get(key))) for key in keys]
     parts.append(table(["metric", "value"], [row for row in headline if row[1] != "-"]))
     figures = []
     if "confusion" in result:
