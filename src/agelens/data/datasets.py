@@ -180,9 +180,15 @@ def split_with_hashes(dataset: Dataset, split: Split) -> list[tuple[Sample, str]
     ]
 
 
-def write_split(dataset: Dataset, path: Path) -> dict[str, int]:
-    """Record which file went to which split (by content hash), so results can name their data."""
-    unique = unique_samples(dataset)
+def write_split(
+    dataset: Dataset, path: Path, unique: list[tuple[Sample, str]] | None = None
+) -> dict[str, int]:
+    """Record which file went to which split (by content hash), so results can name their data.
+
+    ``unique`` is :func:`unique_samples` of ``dataset`` when the caller has it already:
+    hashing every file's bytes is the slow part.
+    """
+    unique = unique_samples(dataset) if unique is None else unique
     members: dict[str, list[list[str]]] = {"train": [], "val": [], "test": []}
     for sample, digest in unique:
         members[split_of(digest)].append([digest, str(sample.path.relative_to(_root_dir(dataset)))])

@@ -82,10 +82,6 @@ class GraphAgeNet(nn.Module):
         features = self.graph.run({cut: activation}, [self.spec.features])[self.spec.features]
         return self.head(self.dropout(features))
 
-    def tail_parameters(self, cut: str) -> list[nn.Parameter]:
-        """What training from a cached ``cut`` changes: the graph after it, and the head."""
-        return [*self.graph.parameters_between(cut, self.spec.features), *self.head.parameters()]
-
     def replace_head(self, classes: int) -> None:
         self.head = nn.Linear(self.head.in_features, classes)
 

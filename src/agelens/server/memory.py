@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import io
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from PIL import Image
@@ -49,8 +50,14 @@ def large_photo_guard(data: bytes) -> Iterator[None]:
 
 
 def _return_free_memory() -> None:
-    name = ctypes.util.find_library("c")
-    library = ctypes.CDLL(name) if name else None
-    trim = getattr(library, "malloc_trim", None)  # glibc only
+    trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, found once (``find_library`` runs a subprocess); None
+    where the C library has none."""
+    name = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None

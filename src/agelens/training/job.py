@@ -124,16 +124,18 @@ def _fit_on_val_and_score(
     # The exported file, in onnxruntime on every core: 224-px networks run 3x faster so.
     session = open_session(model_path, os.cpu_count())
 
-    def probabilities(name: str, flip: bool) -> np.ndarray:
+    def probabilities(name: str, mirrored: bool) -> np.ndarray:
+        """The network's outputs for a split's chips, or for their mirror images."""
         chips = sets[name].chips
         outputs = []
         for start in range(0, len(chips), 64):
-            x = normalise(torch.from_numpy(chips[start : start + 64])).contiguous()
-            p = session.run(None, {"images": x.numpy()})[0]
-            if flip:
-                p = (p + session.run(None, {"images": x.flip(3).contiguous().numpy()})[0]) / 2
-            outputs.append(p)
+            x = normalise(torch.from_numpy(chips[start : start + 64]))
+            x = x.flip(3) if mirrored else x
+            outputs.append(session.run(None, {"images": x.contiguous().numpy()})[0])
         return np.concatenate(outputs) if outputs else np.zeros((0, len(ages)), np.float32)
+
+    def with_flip(name: str, plain: np.ndarray) -> np.ndarray:
+        return (plain + probabilities(name, mirrored=True)) / 2
 
     def score(p: np.ndarray, data: LabelledChips) -> dict[str, float]:
         known = ~np.isnan(data.ages)
@@ -149,12 +151,15 @@ def _fit_on_val_and_score(
             numbers["accuracy"] = round(float((predicted[valid] == data.groups[valid]).mean()), 4)
         return numbers
 
-    val_plain, val_flip = probabilities("val", False), probabilities("val", True)
+    val_plain = probabilities("val", mirrored=False)
+    val_flip = with_flip("val", val_plain)
     plain, flipped = score(val_plain, sets["val"]), score(val_flip, sets["val"])
     key = "mae" if "mae" in plain else "accuracy"
     flip = flipped[key] < plain[key] if key == "mae" else flipped[key] > plain[key]
     val_p = val_flip if flip else val_plain
-    test_p = probabilities("test", flip) if len(sets["test"].chips) else val_p[:0]
+    test_p = probabilities("test", mirrored=False) if len(sets["test"].chips) else val_p[:0]
+    if flip and len(test_p):
+        test_p = with_flip("test", test_p)
     extra: dict[str, Any] = {"inference": {"flip_tta": bool(flip)}}
     metrics = {"val": score(val_p, sets["val"]), "test": score(test_p, sets["test"])}
     known = ~np.isnan(sets["val"].ages)

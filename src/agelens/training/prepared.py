@@ -115,10 +115,11 @@ def prepare(options: JobOptions, *, show_progress: bool = True) -> PreparedData:
     for number, spec in enumerate(options.specs):
         dataset = read_dataset(spec)
         name = "split.json" if number == 0 else f"split-{number + 1}.json"
-        for split, count in write_split(dataset, options.out / name).items():
+        unique = unique_samples(dataset)
+        for split, count in write_split(dataset, options.out / name, unique).items():
             counts[split] = counts.get(split, 0) + count
         chips = load_chips(
-            unique_samples(dataset),
+            unique,
             settings,
             cache_dir=options.cache_dir,
             show_progress=show_progress,

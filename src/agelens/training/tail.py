@@ -118,18 +118,20 @@ def train_tail(
     config = objective.config
     train_x = cached_activations(net, cut, train_set.chips, normalise, cache_dir)
     val_x = cached_activations(net, cut, val_set.chips, normalise, cache_dir)
-    parameters = net.tail_parameters(cut)
+    # What training from the cached node changes: the graph after it, and the head.
+    blocks = net.graph.parameters_between(cut, net.spec.features)
+    head = list(net.head.parameters())
+    parameters = [*blocks, *head]
     start_values = [p.detach().clone() for p in parameters]
     teacher = _distributions(net, cut, train_x) if config.distill > 0 else None
     ages = torch.from_numpy(train_set.ages)
     groups = torch.from_numpy(train_set.groups)
     # L2-SP replaces weight decay: decay would pull the weights to zero instead.
     decay = 0.0 if config.l2sp else config.weight_decay
-    blocks = net.graph.parameters_between(cut, net.spec.features)
     optimiser = torch.optim.AdamW(
         [
             {"params": blocks, "lr": config.learning_rate * config.backbone_lr_ratio},
-            {"params": list(net.head.parameters()), "lr": config.learning_rate},
+            {"params": head, "lr": config.learning_rate},
         ],
         weight_decay=decay,
     )
