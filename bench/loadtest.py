@@ -5,14 +5,26 @@ upload a 640x480 one-face photo (scikit-image's astronaut on a plain background)
 to ``/v1/estimate`` for a fixed time, each with a bounded number of requests.
 The server's resident memory is read before and after (after a warm-up).
 
+With ``--hostile``, the clients mix that photo with files that are not images and
+seeded mutants of valid images (the fuzzer's), over multipart, base64 JSON and raw
+bodies; a good photo must get 200 with its face, every other upload a 4xx, and any 5xx
+or connection error counts as an error. ``--large-bursts N`` then sends N bursts of
+40-megapixel photos, as many at once as clients, and reads the server's memory after
+each burst and after it has been idle.
+
     python bench/loadtest.py --clients 8 --seconds 30 --out bench/results/server.json
+    python bench/loadtest.py --clients 16 --seconds 60 --hostile --large-bursts 5 \
+        --out bench/results/server_hostile.json
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import io
+import itertools
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -23,12 +35,16 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
+from fuzz_decode import mutants, seeds  # the sibling script
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
 from skimage import data
 
 from agelens.pipeline.runtime import machine_record
+
+#: A sent upload: (label, body bytes, how it is sent, whether it holds one face).
+Upload = tuple[str, bytes, str, bool]
 
 
 def photo_640x480() -> bytes:
@@ -37,6 +53,50 @@ def photo_640x480() -> bytes:
     buffer = io.BytesIO()
     canvas.save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
+
+
+def photo_40_megapixels() -> bytes:
+    """A 7296x5472 (39.9-megapixel) JPEG with the astronaut in it, under the 10 MB upload limit."""
+    canvas = Image.new("RGB", (7296, 5472), (128, 138, 150))
+    canvas.paste(Image.fromarray(data.astronaut()).resize((2400, 2400)), (2400, 1500))
+    buffer = io.BytesIO()
+    canvas.save(buffer, "JPEG", quality=80)
+    return buffer.getvalue()
+
+
+def hostile_uploads(photo: bytes, seed: int = 0) -> list[Upload]:
+    """Good photos, non-images and fuzzed images, each over one of the three upload forms."""
+    rng = random.Random(seed)
+    bodies: list[tuple[str, bytes, bool]] = [("photo", photo, True)] * 40
+    bodies += [
+        ("text", b"name,age\nx,3\n" * 20, False),
+        ("html", b"<html><body>not a photo</body></html>", False),
+        ("empty-pdf", b"%PDF-1.4\n%%EOF\n", False),
+        ("zeros", bytes(5000), False),
+    ]
+    for number, (name, valid) in enumerate(seeds().items()):
+        bodies += [(f"fuzzed-{name}", m, False) for m in mutants(valid, 25, seed * 100 + number)]
+    forms = ("multipart", "json", "raw")
+    return [(label, body, rng.choice(forms), face) for label, body, face in bodies]
+
+
+def send(session: httpx.Client, url: str, upload: Upload) -> httpx.Response:
+    label, body, form, _ = upload
+    if form == "json":
+        return session.post(url, json={"image_base64": base64.b64encode(body).decode()})
+    if form == "raw":
+        return session.post(url, content=body, headers={"Content-Type": "application/octet-stream"})
+    return session.post(url, files={"file": (f"{label}.jpg", body, "image/jpeg")})
+
+
+def problem_with(response: httpx.Response, upload: Upload) -> str | None:
+    """What is wrong with the answer to ``upload``; None when it is as it should be."""
+    if upload[3]:
+        if response.status_code == 200 and len(response.json()["faces"]) == 1:
+            return None
+    elif response.status_code < 500:  # a mutant may still decode: 200, with or without faces
+        return None
+    return f"{upload[0]} ({upload[2]}): {response.status_code}: {response.text[:120]}"
 
 
 def free_port() -> int:
@@ -63,33 +123,46 @@ def start_server(port: int) -> subprocess.Popen:
     raise RuntimeError("the server did not become ready within 60 s")
 
 
-def run_clients(url: str, photo: bytes, clients: int, seconds: float, per_client: int) -> dict:
-    """Each client sends requests back to back until time is up or its count is reached."""
+def run_clients(
+    url: str, uploads: list[Upload], clients: int, seconds: float, per_client: int
+) -> dict:
+    """Each client sends requests back to back until time is up or its count is reached,
+    cycling through ``uploads`` from its own starting point."""
     latencies: list[float] = []
     errors: list[str] = []
+    statuses: dict[int, int] = {}
+    connection_errors = 0
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
 
-    def client() -> None:
-        with httpx.Client(timeout=30) as session:
-            for _ in range(per_client):
+    def client(number: int) -> None:
+        nonlocal connection_errors
+        start_at = number * len(uploads) // clients
+        queue = itertools.cycle(uploads[start_at:] + uploads[:start_at])
+        with httpx.Client(timeout=60) as session:
+            for upload in itertools.islice(queue, per_client):
                 if time.monotonic() >= stop_at:
                     return
                 start = time.perf_counter()
+                status = None
                 try:
-                    response = session.post(url, files={"file": ("photo.jpg", photo, "image/jpeg")})
-                    ok = response.status_code == 200 and len(response.json()["faces"]) == 1
-                    problem = None if ok else f"{response.status_code}: {response.text[:120]}"
+                    response = send(session, url, upload)
+                    status = response.status_code
+                    problem = problem_with(response, upload)
                 except httpx.HTTPError as error:
-                    problem = f"{type(error).__name__}: {error}"
+                    problem = f"{upload[0]}: {type(error).__name__}: {error}"
                 elapsed = time.perf_counter() - start
                 with lock:
                     latencies.append(elapsed)
+                    if status is None:
+                        connection_errors += 1
+                    else:
+                        statuses[status] = statuses.get(status, 0) + 1
                     if problem:
                         errors.append(problem)
 
     started = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -101,6 +174,8 @@ def run_clients(url: str, photo: bytes, clients: int, seconds: float, per_client
         "seconds": round(wall, 1),
         "requests": len(latencies),
         "errors": len(errors),
+        "connection_errors": connection_errors,
+        "status_counts": {str(k): v for k, v in sorted(statuses.items())},
         "error_examples": sorted(set(errors))[:5],
         "requests_per_s": round(len(latencies) / wall, 1),
         "latency_ms": {
@@ -109,6 +184,26 @@ def run_clients(url: str, photo: bytes, clients: int, seconds: float, per_client
             "p99": round(float(np.percentile(millis, 99)), 1),
             "max": round(float(millis.max()), 1),
         },
+    }
+
+
+def large_bursts(url: str, process: psutil.Process, bursts: int, clients: int) -> dict:
+    """RSS after each burst of 40-megapixel uploads, ``clients`` at once, and after idling."""
+    photo = photo_40_megapixels()
+    upload: Upload = ("40-megapixel photo", photo, "multipart", True)
+    after: list[float] = []
+    problems = 0
+    for _ in range(bursts):
+        burst = run_clients(url, [upload], clients, 600, 1)
+        problems += burst["errors"]
+        after.append(round(process.memory_info().rss / 2**20, 1))
+    time.sleep(10)
+    return {
+        "photo_mb": round(len(photo) / 2**20, 2),
+        "uploads_per_burst": clients,
+        "errors": problems,
+        "rss_after_each_burst_mb": after,
+        "rss_idle_after_10_s_mb": round(process.memory_info().rss / 2**20, 1),
     }
 
 
@@ -122,29 +217,41 @@ def main() -> None:
     parser.add_argument(
         "--memory-requests", type=int, default=2000, help="requests between the memory readings"
     )
+    parser.add_argument("--hostile", action="store_true", help="mix in non-images and mutants")
+    parser.add_argument("--large-bursts", type=int, default=0, help="bursts of 40 MP uploads")
     parser.add_argument("--out", type=Path, default=Path("bench/results/server.json"))
     args = parser.parse_args()
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/estimate"
     photo = photo_640x480()
+    good: list[Upload] = [("photo", photo, "multipart", True)]
+    uploads = hostile_uploads(photo) if args.hostile else good
     server = start_server(port)
     try:
         process = psutil.Process(server.pid)
-        run_clients(url, photo, args.clients, 60, 25)  # warm-up: 25 requests per client
+        run_clients(url, uploads, args.clients, 60, 25)  # warm-up: 25 requests per client
         rss_before = process.memory_info().rss
-        load = run_clients(url, photo, args.clients, args.seconds, args.per_client)
+        load = run_clients(url, uploads, args.clients, args.seconds, args.per_client)
         served = load["requests"]
         while served < args.memory_requests:
-            more = run_clients(url, photo, args.clients, 600, 50)
+            more = run_clients(url, uploads, args.clients, 600, 50)
             served += more["requests"]
         rss_after = process.memory_info().rss
+        bursts = large_bursts(url, process, args.large_bursts, args.clients)
+        alive = httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
     finally:
         server.terminate()
         server.wait(timeout=30)
     results = {
         "machine": machine_record(),
         "photo": "640x480 JPEG, one face",
+        "uploads": (
+            f"{len(uploads)} kinds: the photo, non-images and fuzzed images, "
+            "multipart, base64 JSON and raw bodies"
+            if args.hostile
+            else "the photo, multipart"
+        ),
         "load": load,
         "memory": {
             "requests_between_readings": served,
@@ -152,22 +259,29 @@ def main() -> None:
             "rss_after_mb": round(rss_after / 2**20, 1),
             "growth_mb": round((rss_after - rss_before) / 2**20, 1),
         },
+        "server_alive_at_end": alive,
     }
+    if args.large_bursts:
+        results["large_bursts"] = bursts
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    table = Table(title=f"{args.clients} clients, {load['seconds']} s, {results['photo']}")
-    for column in ("req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "RSS growth MB"):
+    table = Table(title=f"{args.clients} clients, {load['seconds']} s, {results['uploads']}")
+    for column in ("req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "5xx", "RSS growth MB"):
         table.add_column(column, justify="right")
     latency = load["latency_ms"]
+    server_errors = sum(v for k, v in load["status_counts"].items() if k.startswith("5"))
     table.add_row(
         f"{load['requests_per_s']:.1f}",
         f"{latency['p50']:.0f}",
         f"{latency['p95']:.0f}",
         f"{latency['p99']:.0f}",
         str(load["errors"]),
+        str(server_errors),
         f"{results['memory']['growth_mb']:+.1f} over {served} requests",
     )
     Console().print(table)
+    if args.large_bursts:
+        Console().print(f"40 MP bursts: {bursts}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,93 @@
+"""A real uvicorn server: clients that send their headers too slowly are cut off."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from agelens.server.protocol import HeaderDeadlineProtocol
+
+
+class _QuickDeadline(HeaderDeadlineProtocol):
+    header_timeout = 0.5
+
+
+def _serve(protocol: type[H11Protocol]) -> Iterator[int]:
+    app = FastAPI()
+
+    @app.get("/healthz")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", http=protocol, timeout_keep_alive=5
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    yield port
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(params=[_QuickDeadline, H11Protocol], ids=["deadline", "uvicorn"])
+def served(request) -> Iterator[tuple[type, int]]:
+    for port in _serve(request.param):
+        yield request.param, port
+
+
+def _trickle_headers(port: int, seconds: float) -> bool:
+    """Send a header a byte every 0.1 s for ``seconds``; True if the server closed on us."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        end = time.monotonic() + seconds
+        try:
+            while time.monotonic() < end:
+                client.sendall(b"X")
+                time.sleep(0.1)
+                client.setblocking(False)
+                try:
+                    if client.recv(1) == b"":
+                        return True
+                except BlockingIOError:
+                    pass
+                finally:
+                    client.setblocking(True)
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+    return False
+
+
+def test_headers_sent_a_byte_at_a_time_lose_the_connection(served):
+    protocol, port = served
+    closed = _trickle_headers(port, seconds=2.5)
+    # uvicorn's own protocol keeps such a client for ever; the deadline cuts it off.
+    assert closed is (protocol is _QuickDeadline)
+
+
+def test_prompt_requests_on_one_connection_each_get_a_fresh_deadline(served):
+    protocol, port = served
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        for _ in range(3):
+            time.sleep(0.3)  # 0.9 s in all: past one deadline, within each
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}'):
+                chunk = client.recv(4096)
+                assert chunk, f"{protocol.__name__} closed the connection"
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:40]
