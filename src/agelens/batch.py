@@ -32,6 +32,26 @@ CHUNK = 64
 
 
 @dataclass(frozen=True, slots=True)
+class InMemory:
+    """An image that is not a file: read from standard input or a URL.
+
+    ``label`` is what results call it (``-``, or the URL); ``name`` is a file name for
+    copies written from it (``--annotate``), as ``Path.name`` is for a file.
+    """
+
+    label: str
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.label
+
+
+#: Where an image comes from: a file, or bytes already in memory.
+Source = Path | InMemory
+
+
+@dataclass(frozen=True, slots=True)
 class ImageResult:
     """The faces of one file, or why it could not be read.
 
@@ -39,7 +59,7 @@ class ImageResult:
     ``whole_image`` is True when no face was found and the whole image was scored instead.
     """
 
-    path: Path
+    path: Source
     image: RGBImage | None
     faces: list[Face]
     error: str | None
@@ -130,7 +150,7 @@ class EstimatorPool:
 
     def estimate_files(
         self,
-        paths: Sequence[Path],
+        paths: Sequence[Source],
         *,
         aligned: bool = False,
         distribution: bool = False,
@@ -160,7 +180,7 @@ class EstimatorPool:
 
 def estimate_files(
     estimator: AgeEstimator,
-    paths: Sequence[Path],
+    paths: Sequence[Source],
     *,
     aligned: bool = False,
     distribution: bool = False,
@@ -193,7 +213,7 @@ def _ready() -> bool:
 
 
 def _run_chunk(
-    chunk: Sequence[Path], options: _ChunkOptions, estimator: AgeEstimator | None
+    chunk: Sequence[Source], options: _ChunkOptions, estimator: AgeEstimator | None
 ) -> list[ImageResult]:
     chosen = estimator or _worker_estimator
     if chosen is None:
@@ -202,7 +222,7 @@ def _run_chunk(
 
 
 def _estimate_chunk(
-    estimator: AgeEstimator, chunk: Sequence[Path], options: _ChunkOptions
+    estimator: AgeEstimator, chunk: Sequence[Source], options: _ChunkOptions
 ) -> list[ImageResult]:
     loaded = [_try_load(path, estimator.max_pixels) for path in chunk]
     images = [item for item in loaded if not isinstance(item, str)]
@@ -229,10 +249,11 @@ def _estimate_chunk(
     return results
 
 
-def _try_load(path: Path, max_pixels: int) -> RGBImage | str:
+def _try_load(path: Source, max_pixels: int) -> RGBImage | str:
     """The image, or what is wrong with it (without the path, which the result carries)."""
     try:
         # An animation is refused as the server refuses it, not read as its first frame.
-        return load_image(path, max_pixels=max_pixels, still_only=True)
+        source = path.data if isinstance(path, InMemory) else path
+        return load_image(source, max_pixels=max_pixels, still_only=True)
     except ImageError as error:
-        return str(error).removeprefix(f"{path}: ")
+        return str(error).removeprefix(f"{path}: ").removeprefix("<bytes>: ")

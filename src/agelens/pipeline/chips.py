@@ -110,3 +110,17 @@ def _edge_window(image: RGBImage, box: Box) -> tuple[RGBImage, tuple[int, int]]:
     )
     origin = (column_start - before_columns, row_start - before_rows)
     return np.pad(inside, pads, mode="edge"), origin
+
+
+def upright_crop(
+    image: RGBImage, landmarks: Sequence[tuple[float, float]], size: int, padding: float
+) -> NDArray[np.uint8]:
+    """The face whose 5 dlib landmarks are given, turned upright and cut square, as the
+    network's chip is framed but at ``size`` pixels: for people to look at."""
+    points = dlib.points()
+    for x, y in landmarks:
+        points.append(dlib.point(round(x), round(y)))
+    xs, ys = [p.x for p in points], [p.y for p in points]
+    rect = dlib.rectangle(min(xs), min(ys), max(max(xs), min(xs) + 1), max(max(ys), min(ys) + 1))
+    details = dlib.get_face_chip_details(dlib.full_object_detection(rect, points), size, padding)
+    return np.ascontiguousarray(dlib.extract_image_chip(image, details), dtype=np.uint8)

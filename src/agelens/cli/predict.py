@@ -1,0 +1,266 @@
+"""``agelens predict``: every face's age in photos, folders, standard input or URLs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, TextIO
+
+import typer
+from PIL import Image
+from rich.markup import escape
+from rich.table import Table
+
+from agelens.annotate import save_annotated
+from agelens.batch import EstimatorPool, ImageResult, InMemory, Source
+from agelens.cli.common import (
+    AlignedOption,
+    GroupsOption,
+    JsonOption,
+    ModelOption,
+    PrecisionOption,
+    TtaOption,
+    err,
+    fail,
+    make_estimator,
+    out,
+    progress_bar,
+)
+from agelens.cli.sources import SourceError, resolve_sources
+from agelens.estimator import AgeEstimator
+from agelens.models.bundles import DEFAULT_BUNDLE
+from agelens.pipeline.chips import upright_crop
+from agelens.records import flat_columns, flat_rows, image_record
+
+#: Side of the face crops ``--save-crops`` writes, in pixels.
+CROP_SIZE = 224
+
+ImagesArgument = Annotated[
+    list[str],
+    typer.Argument(
+        help="Image files, folders (walked), - for standard input, or http(s) URLs.",
+        metavar="IMAGES...",
+    ),
+]
+
+
+def run_pool(
+    estimator: AgeEstimator,
+    sources: list[Source],
+    aligned: bool,
+    distribution: bool = False,
+    keep_images: bool = False,
+) -> Iterator[ImageResult]:
+    """Results in order, from workers on every core, with a progress bar on a terminal."""
+    with EstimatorPool(estimator) as pool, progress_bar(len(sources)) as progress:
+        task = progress.add_task("Estimating", total=len(sources))
+        results = pool.estimate_files(
+            sources, aligned=aligned, distribution=distribution, keep_images=keep_images
+        )
+        for result in results:
+            progress.advance(task)
+            yield result
+
+
+def image_sources(arguments: list[str]) -> list[Source | ImageResult]:
+    """The inputs in order: a source to estimate, or the failed result of a URL that could
+    not be fetched."""
+    try:
+        resolved = resolve_sources(arguments)
+    except SourceError as error:
+        raise fail(str(error), 2) from error
+    if not resolved:
+        raise fail("no image files found in " + ", ".join(arguments), 2)
+    return [
+        ImageResult(InMemory(item[0], "", b""), None, [], item[1])
+        if isinstance(item, tuple)
+        else item
+        for item in resolved
+    ]
+
+
+def results_in_order(
+    estimator: AgeEstimator,
+    inputs: list[Source | ImageResult],
+    aligned: bool,
+    distribution: bool = False,
+    keep_images: bool = False,
+) -> Iterator[ImageResult]:
+    """Every input's result in the order given, the sources estimated by :func:`run_pool`."""
+    sources = [item for item in inputs if not isinstance(item, ImageResult)]
+    estimated = run_pool(estimator, sources, aligned, distribution, keep_images)
+    for item in inputs:
+        yield item if isinstance(item, ImageResult) else next(estimated)
+
+
+def predict(
+    images: ImagesArgument,
+    as_json: JsonOption = False,
+    csv_path: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Also write one row per face (and per faceless file) here."),
+    ] = None,
+    annotate: Annotated[
+        Path | None, typer.Option(help="Write a copy of each image with boxes and ages here.")
+    ] = None,
+    save_crops: Annotated[
+        Path | None,
+        typer.Option(help=f"Write each face, aligned and {CROP_SIZE} px square, here as PNG."),
+    ] = None,
+    groups: GroupsOption = "imfdb",
+    model: ModelOption = DEFAULT_BUNDLE,
+    aligned: AlignedOption = False,
+    tta: TtaOption = None,
+    precision: PrecisionOption = None,
+    distribution: Annotated[
+        bool,
+        typer.Option(
+            help="Every group's probability (a table column), and with --json the full "
+            "age distribution."
+        ),
+    ] = False,
+    min_score: Annotated[float, typer.Option(help="Detector score threshold (0-1).")] = 0.6,
+    min_face: Annotated[int, typer.Option(help="Smallest face side in pixels.")] = 20,
+    detect_size: Annotated[
+        int | None,
+        typer.Option(
+            min=64,
+            help="Longer side the detector sees (default: 480, more in large photos so "
+            "that faces down to about 24 px are found).",
+        ),
+    ] = None,
+) -> None:
+    """Find every face and estimate its age, interval and group.
+
+    Exit code 1 when any input could not be read (the others are still processed).
+    """
+    estimator = make_estimator(
+        model,
+        groups,
+        tta,
+        precision,
+        min_score=min_score,
+        min_face=min_face,
+        detect_max_side=detect_size,
+    )
+    inputs = image_sources(images)
+    files = [item for item in inputs if isinstance(item, Path)]
+    for folder, option in ((annotate, "--annotate"), (save_crops, "--save-crops")):
+        if folder is not None:
+            check_output_folder(folder, option, files)
+    group_names = list(estimator.groups.labels)
+    written: set[Path] = set()
+    failed = 0
+    with ExitStack() as stack:
+        table = _csv_writer(stack, csv_path, group_names) if csv_path else None
+        keep = annotate is not None or save_crops is not None
+        for result in results_in_order(estimator, inputs, aligned, distribution, keep):
+            failed += result.error is not None
+            if result.image is not None:
+                _write_copies(result, annotate, save_crops, estimator.aligner.padding, written)
+            name = str(result.path)
+            if table is not None:
+                table.writerows(flat_rows(name, result.faces, result.error, group_names))
+            if as_json:
+                record = image_record(name, result.faces, result.error, distribution=distribution)
+                sys.stdout.write(json.dumps(record) + "\n")
+            else:
+                print_faces(result, distribution)
+    if failed:
+        raise fail(f"{failed} input(s) could not be read")
+
+
+def _csv_writer(stack: ExitStack, path: Path, group_names: list[str]) -> csv.DictWriter:
+    try:
+        handle: TextIO = stack.enter_context(path.open("w", newline="", encoding="utf-8"))
+    except OSError as error:
+        raise fail(f"--csv {path}: cannot write ({error.strerror})", 2) from error
+    writer = csv.DictWriter(handle, flat_columns(group_names))
+    writer.writeheader()
+    return writer
+
+
+def _write_copies(
+    result: ImageResult,
+    annotate: Path | None,
+    crops: Path | None,
+    padding: float,
+    written: set[Path],
+) -> None:
+    """The annotated copy and the face crops of one image; names are never reused in a run."""
+    assert result.image is not None
+    name = Path(result.path.name)
+    try:
+        if annotate is not None:
+            target = unused_name(annotate / name, written)
+            save_annotated(result.image, result.faces, target)
+        for number, face in enumerate(result.faces if crops is not None else [], 1):
+            assert crops is not None
+            target = unused_name(crops / f"{name.stem}_face{number}.png", written)
+            crop = upright_crop(result.image, face.landmarks, CROP_SIZE, padding)
+            Image.fromarray(crop).save(target)
+    except OSError as error:
+        raise fail(f"cannot write {error.filename} ({error.strerror})") from error
+
+
+def unused_name(target: Path, written: set[Path]) -> Path:
+    """``target``, or ``stem-2.ext``, ``stem-3.ext``... when this run already wrote it
+    (photos with one name in several folders)."""
+    candidate, number = target, 1
+    while candidate in written:
+        number += 1
+        candidate = target.with_name(f"{target.stem}-{number}{target.suffix}")
+    written.add(candidate)
+    return candidate
+
+
+def check_output_folder(folder: Path, option: str, inputs: list[Path]) -> None:
+    """Refuse, before any work, a folder that cannot be written or that holds the inputs."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise fail(f"{option} {folder}: cannot create the folder ({error.strerror})", 2) from error
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise fail(f"{option} {folder}: the folder is not writable", 2)
+    target = folder.resolve()
+    if any(path.resolve().parent == target for path in inputs):
+        raise fail(
+            f"{option} {folder}: the photos are in this folder and could be overwritten; "
+            "choose another folder",
+            2,
+        )
+
+
+def print_faces(result: ImageResult, every_group: bool = False) -> None:
+    """A table per photo; ``every_group`` (``--distribution``) adds each group's probability."""
+    if result.error is not None:
+        err.print(f"[red]{escape(str(result.path))}[/]: {escape(result.error)}", highlight=False)
+        return
+    if not result.faces:
+        out.print(
+            f"[bold]{escape(str(result.path))}[/]: no face found (smaller faces than about "
+            "24 px, or turned away: try --detect-size 2400 or --min-score 0.4)",
+            highlight=False,
+        )
+        return
+    table = Table(title=str(result.path), title_justify="left")
+    columns = ["face", "age (90% interval)", "group", "box", "score"]
+    for column in columns + (["every group"] if every_group else []):
+        table.add_column(column)
+    for index, face in enumerate(result.faces, 1):
+        score = "-" if face.score is None else f"{face.score:.2f}"
+        groups = ", ".join(f"{k} {v:.0%}" for k, v in face.group_probabilities.items())
+        table.add_row(
+            str(index),
+            face.label,
+            f"{face.group} ({face.group_probability:.0%})",
+            ", ".join(f"{v:.0f}" for v in face.box),
+            score,
+            *([groups] if every_group else []),
+        )
+    out.print(table)

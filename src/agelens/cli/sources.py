@@ -1,0 +1,75 @@
+"""What a command's image arguments name: files, folders, ``-`` (standard input) or URLs.
+
+Files and folders are read where they lie. Standard input and ``http(s)://`` URLs are read
+into memory, never to disk, with the same size limit as a file; a URL that cannot be
+fetched becomes that input's error, as an unreadable file does.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+from agelens import __version__
+from agelens.batch import InMemory, Source, collect_images
+from agelens.pipeline.images import MAX_FILE_BYTES
+
+#: Seconds to wait for a URL's server, each time it is read from.
+URL_TIMEOUT_S = 30.0
+STDIN = "-"
+
+
+class SourceError(Exception):
+    """An argument that names no image source: the message says why."""
+
+
+def is_url(argument: str) -> bool:
+    return urlsplit(argument).scheme.lower() in ("http", "https")
+
+
+def resolve_sources(arguments: list[str]) -> list[Source | tuple[str, str]]:
+    """Each argument's sources in order: folders walked, ``-`` and URLs read into memory.
+
+    A URL that fails, or an empty standard input, gives ``(argument, why)`` in its place,
+    for the caller to report with the other unreadable inputs. Raises
+    :class:`SourceError` for ``-`` given twice or standard input over the size limit.
+    """
+    if arguments.count(STDIN) > 1:
+        raise SourceError("'-' (standard input) can be given once")
+    sources: list[Source | tuple[str, str]] = []
+    for argument in arguments:
+        if argument == STDIN:
+            data = _read_capped(sys.stdin.buffer)
+            sources.append(InMemory(STDIN, "stdin.png", data) if data else (STDIN, "empty"))
+        elif is_url(argument):
+            sources.append(_fetch(argument))
+        else:
+            sources.extend(collect_images([Path(argument)]))
+    return sources
+
+
+def _fetch(url: str) -> InMemory | tuple[str, str]:
+    request = urllib.request.Request(url, headers={"User-Agent": f"agelens/{__version__}"})
+    try:
+        with urllib.request.urlopen(request, timeout=URL_TIMEOUT_S) as response:
+            data = _read_capped(response)
+    except urllib.error.HTTPError as error:
+        return url, f"the server answered {error.code} {error.reason}"
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        return url, f"could not be fetched ({reason})"
+    except SourceError as error:
+        return url, str(error)
+    name = PurePosixPath(urlsplit(url).path).name or "download"
+    return InMemory(url, name, data)
+
+
+def _read_capped(stream: BinaryIO) -> bytes:
+    data = stream.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise SourceError(f"over {MAX_FILE_BYTES / 2**20:.0f} MB for one image")
+    return data

@@ -1,0 +1,133 @@
+"""Inputs beyond files (standard input, URLs) and outputs beyond the table (CSV, crops)."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from agelens.cli.main import app
+
+runner = CliRunner()
+
+
+def json_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, astronaut, grace_hopper_path) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(astronaut).save(folder / "astronaut.png")
+    (folder / "hopper.jpg").write_bytes(grace_hopper_path.read_bytes())
+    (folder / "nested").mkdir()
+    # The same file name in another folder: outputs must not overwrite each other.
+    Image.fromarray(astronaut[:, ::-1]).save(folder / "nested" / "astronaut.png")
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(folder / "wall.jpg")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def expected(photos: Path) -> dict[str, dict]:
+    result = runner.invoke(app, ["predict", str(photos), "--json"])
+    assert result.exit_code == 0, result.output
+    return {
+        Path(line["image"]).relative_to(photos).as_posix(): line
+        for line in json_lines(result.stdout)
+    }
+
+
+@pytest.fixture(scope="module")
+def web_server(photos: Path) -> Iterator[str]:
+    """The photos folder over HTTP on loopback (404 for anything else)."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(photos))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_csv_has_a_row_per_face_and_per_faceless_file_agreeing_with_json(
+    photos: Path, expected: dict[str, dict], tmp_path: Path
+):
+    table = tmp_path / "ages.csv"
+    result = runner.invoke(app, ["predict", str(photos), "--csv", str(table)])
+    assert result.exit_code == 0, result.output
+    with table.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [Path(row["image"]).relative_to(photos).as_posix() for row in rows] == list(expected)
+    for row in rows:
+        record = expected[Path(row["image"]).relative_to(photos).as_posix()]
+        if not record["faces"]:
+            assert row["face"] == "0" and row["age"] == ""
+            continue
+        face = record["faces"][int(row["face"]) - 1]
+        assert float(row["age"]) == face["age"] and row["label"] == face["label"]
+        assert row["group"] == face["group"]["label"]
+        assert [float(row[f"box_{k}"]) for k in ("x1", "y1", "x2", "y2")] == face["box"]
+        assert float(row["p_YOUNG"]) == face["groups"]["YOUNG"]
+
+
+def test_save_crops_writes_each_face_upright_and_never_overwrites(photos: Path, tmp_path: Path):
+    crops = tmp_path / "crops"
+    result = runner.invoke(app, ["predict", str(photos), "--save-crops", str(crops)])
+    assert result.exit_code == 0, result.output
+    names = sorted(path.name for path in crops.iterdir())
+    assert names == ["astronaut_face1-2.png", "astronaut_face1.png", "hopper_face1.png"]
+    with Image.open(crops / "hopper_face1.png") as crop:
+        assert crop.size == (224, 224)
+
+
+def test_save_crops_refuses_the_photos_own_folder(photos: Path):
+    result = runner.invoke(
+        app, ["predict", str(photos / "hopper.jpg"), "--save-crops", str(photos)]
+    )
+    assert result.exit_code == 2 and "overwritten" in result.output
+
+
+def test_standard_input_gives_what_the_file_gives(photos: Path, expected: dict[str, dict]):
+    data = (photos / "hopper.jpg").read_bytes()
+    result = runner.invoke(app, ["predict", "-", "--json"], input=data)
+    assert result.exit_code == 0, result.output
+    (line,) = json_lines(result.stdout)
+    assert line["image"] == "-" and line["faces"] == expected["hopper.jpg"]["faces"]
+    empty = runner.invoke(app, ["predict", "-"], input=b"")
+    assert empty.exit_code == 1 and "empty" in empty.output
+    twice = runner.invoke(app, ["predict", "-", "-"], input=data)
+    assert twice.exit_code == 2 and "once" in twice.output
+
+
+def test_urls_give_what_the_files_give_and_failures_are_reported(
+    web_server: str, expected: dict[str, dict]
+):
+    good, missing = f"{web_server}/hopper.jpg", f"{web_server}/missing.jpg"
+    result = runner.invoke(app, ["predict", missing, good, "--json"])
+    assert result.exit_code == 1
+    first, second = json_lines(result.stdout)
+    assert first["image"] == missing and "404" in first["error"]
+    assert second["image"] == good and second["faces"] == expected["hopper.jpg"]["faces"]
+    refused = runner.invoke(app, ["predict", "http://127.0.0.1:9/x.jpg"])
+    assert refused.exit_code == 1 and "could not be fetched" in refused.output
+    assert "Traceback" not in refused.output
+
+
+def test_gate_decides_each_photo_of_a_folder(photos: Path):
+    result = runner.invoke(app, ["gate", str(photos), "--over", "18", "--json"])
+    lines = json_lines(result.stdout)
+    decisions = {Path(line["image"]).name: line["decision"] for line in lines}
+    assert len(lines) == 4 and decisions["wall.jpg"] == "no_face"
+    assert decisions["hopper.jpg"] == "pass"
+    # A folder's exit code is the most serious any photo got: no face (4) here, unless refer.
+    assert result.exit_code == (3 if "refer" in decisions.values() else 4)
+    text = runner.invoke(app, ["gate", str(photos)])
+    assert "4 photos:" in text.output and "1 no face" in text.output
