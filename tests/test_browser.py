@@ -62,15 +62,21 @@ def server_url(estimator) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def page(server_url):
+def browser():
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
+        chromium = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
         )
-        tab = browser.new_page()
-        tab.goto(server_url)
-        yield tab
-        browser.close()
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, server_url):
+    tab = browser.new_page()
+    tab.goto(server_url)
+    yield tab
+    tab.close()
 
 
 def test_upload_shows_one_face_row_and_one_box(page, astronaut, tmp_path: Path):
@@ -128,3 +134,60 @@ def test_a_photo_without_a_face_shows_no_empty_table(page, tmp_path):
     page.set_input_files("#photo", str(wall))
     page.wait_for_selector("#caption:has-text('0 faces found')")
     assert page.locator("#faces").is_hidden()
+
+
+def test_at_phone_width_nothing_scrolls_sideways_and_the_bars_show(
+    browser, server_url, astronaut, tmp_path
+):
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(astronaut).save(photo, quality=92)
+    phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=3)
+    try:
+        phone.goto(server_url)
+        phone.set_input_files("#photo", str(photo))
+        phone.wait_for_selector("#faces tbody tr.face-row")
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        widths = phone.eval_on_selector_all(
+            ".bar", "bars => bars.map(bar => bar.getBoundingClientRect().width)"
+        )
+        assert widths and min(widths) >= 40, widths
+        filled = phone.eval_on_selector_all(
+            ".bar > span", "fills => fills.map(f => f.getBoundingClientRect().width)"
+        )
+        assert max(filled) > 10, filled  # the likeliest group's bar is drawn
+    finally:
+        phone.close()
+
+
+def _group_photo(astronaut, path: Path) -> None:
+    """Eight faces side by side in two rows, as a team photo has them, and one at the
+    bottom edge."""
+    face = Image.fromarray(astronaut).crop((150, 30, 310, 230)).resize((120, 150))
+    canvas = Image.new("RGB", (1000, 560), (120, 130, 140))
+    for index in range(8):
+        canvas.paste(face, (20 + (index % 4) * 240, 20 + (index // 4) * 190))
+    canvas.paste(face, (430, 410))  # cut by the bottom edge
+    canvas.save(path, quality=92)
+
+
+def test_a_group_photo_gets_labels_that_do_not_overlap_inside_the_photo(page, astronaut, tmp_path):
+    photo = tmp_path / "group.jpg"
+    _group_photo(astronaut, photo)
+    page.set_input_files("#photo", str(photo))
+    page.wait_for_selector("#caption:has-text('9 faces found')")
+    faces = page.locator("#faces tbody tr.face-row").count()
+    assert faces == 9
+    labels = page.eval_on_selector_all(
+        "#overlay rect.face-label-bg",
+        "rects => rects.map(r => [r.x.baseVal.value, r.y.baseVal.value,"
+        " r.width.baseVal.value, r.height.baseVal.value])",
+    )
+    assert len(labels) == faces
+    for x, y, w, h in labels:
+        assert x >= 0 and y >= 0 and x + w <= 1000 + 1e-6 and y + h <= 560 + 1e-6
+    for i, (x, y, w, h) in enumerate(labels):
+        for x2, y2, w2, h2 in labels[i + 1 :]:
+            assert not (x < x2 + w2 and x2 < x + w and y < y2 + h2 and y2 < y + h)
+    frame = page.locator(".photo-frame").bounding_box()
+    caption = page.locator("#caption").bounding_box()
+    assert caption["y"] >= frame["y"] + frame["height"] - 0.5  # boxes stay off the caption

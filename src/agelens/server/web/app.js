@@ -13,6 +13,9 @@ const SVG = "http://www.w3.org/2000/svg";
 let currentFile = null;
 let previewUrl = null;
 
+// The table's column names, repeated beside each value where a phone shows rows as cards.
+const COLUMNS = ["#", "Age", "90% interval", "Age groups", "Age check"];
+
 const VERDICTS = {
   pass: "Everyone passes the age check.",
   refer: "Refer to an ID check: not every face clearly clears the threshold.",
@@ -63,48 +66,102 @@ async function analyse(file) {
   render(file, answer);
 }
 
-function render(file, answer) {
-  if (previewUrl) URL.revokeObjectURL(previewUrl);
-  previewUrl = URL.createObjectURL(file);
-  preview.src = previewUrl;
+function overlaps(a, b) {
+  return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+}
+
+// Where each face's label goes: above its box, else below, else just inside its top, else a
+// line further out; always inside the photo and never over another label. Returns null for
+// a label that finds no room.
+function placeLabels(boxes, texts, width, height, fontSize, measure) {
+  const h = fontSize * 1.3;
+  const placed = [];
+  return boxes.map(([x1, y1, , y2], index) => {
+    const w = Math.min(measure(texts[index]) + fontSize * 0.6, width);
+    const x = Math.min(Math.max(x1, 0), width - w);
+    // Near its face or not at all: a label far away would name the wrong face.
+    const candidates = [y1 - h, y2, y1, y1 - 2 * h, y2 + h];
+    for (const y of candidates) {
+      const spot = { x, y, w, h };
+      if (y < 0 || y + h > height || placed.some((other) => overlaps(other, spot))) continue;
+      placed.push(spot);
+      return spot;
+    }
+    return null;
+  });
+}
+
+function drawFaces(answer) {
   overlay.setAttribute("viewBox", `0 0 ${answer.width} ${answer.height}`);
   overlay.replaceChildren();
-  const stroke = Math.max(2, Math.min(answer.width, answer.height) / 200);
-  const fontSize = Math.max(12, Math.min(answer.width, answer.height) / 24);
+  // Sizes in the photo's pixels chosen so that labels read at 14 px as the photo is shown.
+  const shown = Math.min(answer.width, result.clientWidth || answer.width);
+  const scale = answer.width / shown;
+  const fontSize = 14 * scale;
+  const stroke = 2 * scale;
+  const context = document.createElement("canvas").getContext("2d");
+  context.font = `700 ${fontSize}px system-ui, sans-serif`;
+  const measure = (text) => context.measureText(text).width;
+  const boxes = answer.faces.map((face) => face.box);
+  // The full label where there is room for every one; else "#n age"; else the number alone.
+  const wordings = [
+    (face, n) => `#${n} ${face.label}`,
+    (face, n) => `#${n} ${face.label.split(" ")[0]}`,
+    (face, n) => `#${n}`,
+  ];
+  let texts = [];
+  let spots = [];
+  for (const wording of wordings) {
+    texts = answer.faces.map((face, index) => wording(face, index + 1));
+    spots = placeLabels(boxes, texts, answer.width, answer.height, fontSize, measure);
+    if (spots.every((spot) => spot !== null)) break;
+  }
   answer.faces.forEach((face, index) => {
     const [x1, y1, x2, y2] = face.box;
-    const label = face.label;  // the server's words, as the CLI prints them: "80+" at the top
     const box = document.createElementNS(SVG, "rect");
     Object.entries({ x: x1, y: y1, width: x2 - x1, height: y2 - y1, "stroke-width": stroke })
       .forEach(([name, value]) => box.setAttribute(name, value));
     box.setAttribute("class", "face-box");
-    const labelY = y1 - fontSize * 1.3 >= 0 ? y1 - fontSize * 1.3 : y1;
+    overlay.append(box);
+    const spot = spots[index];
+    if (!spot) return;  // no room left: the table still lists the face
     const background = document.createElementNS(SVG, "rect");
-    Object.entries({ x: x1, y: labelY, width: fontSize * 0.62 * (label.length + 3), height: fontSize * 1.3 })
+    Object.entries({ x: spot.x, y: spot.y, width: spot.w, height: spot.h })
       .forEach(([name, value]) => background.setAttribute(name, value));
     background.setAttribute("class", "face-label-bg");
     const text = document.createElementNS(SVG, "text");
-    text.setAttribute("x", x1 + fontSize * 0.3);
-    text.setAttribute("y", labelY + fontSize);
+    text.setAttribute("x", spot.x + fontSize * 0.3);
+    text.setAttribute("y", spot.y + fontSize);
     text.setAttribute("font-size", fontSize);
     text.setAttribute("class", "face-label");
-    text.textContent = `#${index + 1} ${label}`;
-    overlay.append(box, background, text);
+    text.textContent = texts[index];  // the server's words, as the CLI prints them
+    overlay.append(background, text);
   });
+}
+
+function render(file, answer) {
+  if (previewUrl) URL.revokeObjectURL(previewUrl);
+  previewUrl = URL.createObjectURL(file);
+  preview.src = previewUrl;
+  result.hidden = false;  // shown first, so that its width is known for the labels
+  drawFaces(answer);
 
   const rows = answer.faces.map((face, index) => {
     const row = document.createElement("tr");
     row.className = "face-row";
-    const cells = [
+    const values = [
       `${index + 1}`,
       face.label.startsWith(`${face.ceiling}+`) ? `${face.ceiling}+` : `${face.age.toFixed(1)}`,
       `${Math.round(face.interval[0])}–${face.ceiling ? `${face.ceiling}+` : Math.round(face.interval[1])}`,
-    ].map((value) => {
+    ];
+    const cells = values.map((value, column) => {
       const cell = document.createElement("td");
       cell.textContent = value;
+      cell.dataset.label = COLUMNS[column];
       return cell;
     });
     const groups = document.createElement("td");
+    groups.dataset.label = COLUMNS[3];
     Object.entries(face.groups).forEach(([name, probability]) => {
       const line = document.createElement("div");
       line.className = "bar-row";
@@ -124,6 +181,7 @@ function render(file, answer) {
     });
     const decision = document.createElement("td");
     decision.className = `decision-${answer.decisions[index]}`;
+    decision.dataset.label = COLUMNS[4];
     decision.textContent = answer.decisions[index] === "pass" ? "pass" : "refer to ID check";
     row.append(...cells, groups, decision);
     return row;
