@@ -27,6 +27,7 @@ def test_eda_writes_plots_json_and_html(face_dataset, tmp_path):
         assert (tmp_path / f"{name}.png").stat().st_size > 1000, name
     page = (tmp_path / "index.html").read_text()
     assert "samples.png" in page and "not_a_utkface_name.jpg" in page
+    assert "<th></th>" not in page  # no empty header row
 
 
 def test_eda_counts_grey_images(tmp_path, face_dataset):
@@ -83,6 +84,9 @@ def test_evaluate_report_compares_models(face_dataset, tmp_path, fp32_manifest):
     page = (report / "index.html").read_text()
     assert "Comparison" in page and "cydral-copy" in page
     assert "Weights fp32, flip TTA on." in page and "MAE: mean absolute error" in page
+    # No minors in this data: the gate figures say so rather than plot noise.
+    assert first["gate"]["n_13_17"] == 0 and first["gate"]["n_25_plus"] == 90
+    assert "too few to judge a gate policy by" in page
     for suffix in ("confusion", "bands", "gate", "most-wrong"):
         assert (report / f"cydral-v1-{suffix}.png").is_file(), suffix
 
@@ -169,3 +173,23 @@ def test_train_reports_unknown_group_labels(tmp_path, face_dataset):
         ],
     )
     assert result.exit_code == 2 and "ADULTS" in result.output
+
+
+def test_most_wrong_captions_sit_under_their_face_clear_of_the_next_row():
+    import numpy as np
+
+    from agelens.evaluation.plots import grid_figure
+
+    faces = [np.full((96, 96, 3), 100 + i, dtype=np.uint8) for i in range(16)]
+    captions = [f"true {i}\npred {i + 20} YOUNG" for i in range(16)]
+    figure = grid_figure(faces, captions, "Most wrong")
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    axes = figure.axes
+    for index, axis in enumerate(axes):
+        caption = axis.texts[0].get_window_extent(renderer)
+        image = axis.images[0].get_window_extent(renderer)
+        assert caption.y1 <= image.y0 + 1  # under its own face
+        below = axes[index + 8].images[0].get_window_extent(renderer) if index < 8 else None
+        if below is not None:
+            assert caption.y0 >= below.y1  # and clear of the face under it

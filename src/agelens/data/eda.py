@@ -232,7 +232,7 @@ def _html(summary: dict[str, Any], figures: list[tuple[str, str]]) -> str:
         ("median size (px)", summary["size"].get("median", "-")),
         ("classes", ", ".join(f"{k}: {v}" for k, v in summary["classes"].items())),
     ]
-    body = [table(["", ""], rows)]
+    body = [table(["measure", "value"], rows)]
     if summary["malformed"]:
         listed = ", ".join(html.escape(name) for name in summary["malformed"][:20])
         body.append(f"<p>Malformed: {listed}</p>")

@@ -91,13 +91,16 @@ def gate_scores(
 
 def gate_figures(predictions: Sequence[Prediction], policy: GatePolicy) -> dict[str, Any]:
     """Under ``policy``: the share of true 13-17-year-olds and of true 25+ who pass."""
-    minors, adults = pass_rates(*gate_scores(predictions, policy), policy.pass_age)
+    scores, truth = gate_scores(predictions, policy)
+    minors, adults = pass_rates(scores, truth, policy.pass_age)
     return {
         "over": policy.over,
         "rule": policy.rule,
         "buffer": policy.buffer,
         "pass_13_17": round(minors, 4),
         "pass_25_plus": round(adults, 4),
+        "n_13_17": int(((truth >= 13) & (truth < 18)).sum()),
+        "n_25_plus": int((truth >= 25).sum()),
     }
 
 

@@ -74,12 +74,22 @@ def plot_gate_tradeoff(
     chosen: float | None,
     path: Path,
     over: float = 18,
+    minors: int | None = None,
+    few_minors: int = 0,
 ) -> Path:
-    """Share of 13-17s passing against share of 25+ passing, as the buffer grows."""
+    """Share of 13-17s passing against share of 25+ passing, as the buffer grows.
+
+    With fewer than ``few_minors`` 13-17-year-olds, the plot says so: its x axis then moves
+    in steps too coarse to read a policy from.
+    """
     figure, axis = plt.subplots(figsize=(5.5, 4))
     axis.plot(minor_pass, adult_pass, "-", color="C0")
+    labelled: list[tuple[float, float]] = []
     for buffer, x, y in zip(buffers, minor_pass, adult_pass, strict=True):
-        if float(buffer).is_integer() and int(buffer) % 2 == 0:
+        # Even buffers, each where no other label sits already (few minors pile them at 0).
+        apart = all(abs(x - lx) > 0.04 or abs(y - ly) > 0.04 for lx, ly in labelled)
+        if float(buffer).is_integer() and int(buffer) % 2 == 0 and apart:
+            labelled.append((x, y))
             axis.annotate(
                 f"+{buffer:g}", (x, y), fontsize=7, textcoords="offset points", xytext=(3, -8)
             )
@@ -94,13 +104,26 @@ def plot_gate_tradeoff(
         )
         axis.legend(loc="lower right")
     axis.axvline(0.02, color="grey", linestyle=":", linewidth=1)
+    counted = "" if minors is None else f" ({minors} aged 13-17)"
     axis.set(
-        xlabel="13-17-year-olds who pass",
+        xlabel=f"13-17-year-olds who pass{counted}",
         ylabel="people aged 25+ who pass",
         title=f"Gate over {over:g}: buffer trade-off",
         xlim=(0, 1),
         ylim=(0, 1.01),
     )
+    if minors is not None and minors < few_minors:
+        axis.text(
+            0.5,
+            0.5,
+            f"Only {minors} people aged 13-17:\ntoo few to judge a policy by",
+            transform=axis.transAxes,
+            ha="center",
+            va="center",
+            color="C3",
+            fontsize=11,
+            bbox={"facecolor": "white", "edgecolor": "C3"},
+        )
     return _save(figure, path)
 
 
@@ -124,6 +147,28 @@ def plot_bars(
     return _save(figure, path)
 
 
+def grid_figure(
+    images: Sequence[NDArray[np.uint8]], captions: Sequence[str], title: str, columns: int = 8
+) -> plt.Figure:
+    """Faces in a grid, each with its caption under it (laid out so that no caption runs
+    into the face below)."""
+    rows = max(1, -(-len(images) // columns))
+    figure, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(columns * 1.3, rows * 1.75 + 0.4),
+        squeeze=False,
+        layout="constrained",
+    )
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, caption in zip(axes.flat, images, captions, strict=False):
+        axis.imshow(image, cmap="gray" if image.ndim == 2 else None)
+        axis.text(0.5, -0.03, caption, transform=axis.transAxes, ha="center", va="top", fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
 def save_grid(
     images: Sequence[NDArray[np.uint8]],
     captions: Sequence[str],
@@ -132,12 +177,7 @@ def save_grid(
     columns: int = 8,
 ) -> Path:
     """Faces in a grid with a caption under each."""
-    rows = max(1, -(-len(images) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.55), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, image, caption in zip(axes.flat, images, captions, strict=False):
-        axis.imshow(image, cmap="gray" if image.ndim == 2 else None)
-        axis.set_title(caption, fontsize=7)
-    figure.suptitle(title, fontsize=10)
-    return _save(figure, path)
+    figure = grid_figure(images, captions, title, columns)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

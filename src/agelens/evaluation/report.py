@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from agelens.decisions.gate import GatePolicy, pass_rates
+from agelens.decisions.gate import MIN_MINORS, GatePolicy, pass_rates
 from agelens.decisions.groups import GroupScheme
 from agelens.errors import ImageError
 from agelens.evaluation.metrics import Prediction, gate_scores
@@ -141,9 +141,14 @@ def _model_section(
         parts.append(
             f"<h3>Age gate over {gate['over']:g}</h3><p>Policy: pass at {scored} of "
             f"{gate['over'] + gate['buffer']:g} or more (buffer {gate['buffer']:g}). "
-            f"13-17-year-olds who pass: {gate['pass_13_17']:.1%}; people aged 25+ who pass: "
-            f"{gate['pass_25_plus']:.1%}.</p>"
+            f"13-17-year-olds who pass: {gate['pass_13_17']:.1%} of {gate['n_13_17']}; people "
+            f"aged 25+ who pass: {gate['pass_25_plus']:.1%} of {gate['n_25_plus']}.</p>"
         )
+        if gate["n_13_17"] < MIN_MINORS:
+            parts.append(
+                f"<p class='warning'>Only {gate['n_13_17']} people aged 13-17 in this data, "
+                f"fewer than {MIN_MINORS}: too few to judge a gate policy by.</p>"
+            )
         figures.append(figure(_tradeoff(out, slug, predictions, gate), "Gate trade-off"))
     figures.append(figure(_gallery(out, slug, predictions), "Most wrong"))
     if folder is not None and (history := folder / "history.json").is_file():
@@ -159,7 +164,14 @@ def _tradeoff(out: Path, slug: str, predictions: list[Prediction], gate: dict[st
     scores, truth = gate_scores(predictions, GatePolicy(gate["over"], gate["buffer"], gate["rule"]))
     rates = np.array([pass_rates(scores, truth, gate["over"] + b) for b in BUFFERS])
     return plot_gate_tradeoff(
-        BUFFERS, rates[:, 0], rates[:, 1], gate["buffer"], out / f"{slug}-gate.png", gate["over"]
+        BUFFERS,
+        rates[:, 0],
+        rates[:, 1],
+        gate["buffer"],
+        out / f"{slug}-gate.png",
+        gate["over"],
+        minors=gate["n_13_17"],
+        few_minors=MIN_MINORS,
     ).name
 
 

@@ -10,7 +10,7 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:2rem auto;padding:
 table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 figure{display:inline-block;margin:.5rem;vertical-align:top}img{max-width:100%}
-figcaption{font-size:.9rem;color:#555}
+figcaption{font-size:.9rem;color:#555}.warning{color:#b3261e;font-weight:600}
 """
 
 
@@ -24,7 +24,9 @@ def page(title: str, body: str) -> str:
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """An HTML table with every cell escaped."""
+    """An HTML table with every cell escaped; every column needs a name."""
+    if not all(str(cell).strip() for cell in header):
+        raise ValueError("a table needs a name for every column")
     head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
