@@ -52,6 +52,8 @@ def test_help_on_every_command():
     for command in commands:
         result = runner.invoke(app, [*command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+        narrow = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert "…" not in narrow.output, f"{command}: an option name is cut at 80 columns"
 
 
 def test_predict_json_over_a_folder(photos: Path):

@@ -120,8 +120,9 @@ def predict(
     distribution: Annotated[
         bool,
         typer.Option(
+            "--distribution",
             help="Every group's probability (a table column), and with --json the full "
-            "age distribution."
+            "age distribution.",
         ),
     ] = False,
     min_score: Annotated[float, typer.Option(help="Detector score threshold (0-1).")] = 0.6,

@@ -90,14 +90,22 @@ def train(
     ] = "",
     distill: Annotated[
         float,
-        typer.Option(min=0.0, help="tail mode: weight of distillation from the starting network."),
+        typer.Option(
+            min=0.0,
+            metavar="W",
+            help="tail mode: weight of distillation from the starting network.",
+        ),
     ] = 0.0,
     l2sp: Annotated[
         float,
-        typer.Option(min=0.0, help="tail mode: weight of an L2 pull to the starting weights."),
+        typer.Option(
+            min=0.0, metavar="W", help="tail mode: weight of an L2 pull to the starting weights."
+        ),
     ] = 0.0,
-    epochs: Annotated[int, typer.Option(min=1, help="Most epochs; early stopping on val.")] = 12,
-    size: Annotated[int, typer.Option(min=32, help="Chip size in pixels.")] = 64,
+    epochs: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Most epochs; early stopping on val.")
+    ] = 12,
+    size: Annotated[int, typer.Option(min=32, metavar="PX", help="Chip size in pixels.")] = 64,
     learning_rate: Annotated[float, typer.Option(help="Head learning rate.")] = 1e-3,
     backbone_lr_ratio: Annotated[
         float, typer.Option(help="Backbone learning rate as a share of the head's.")
@@ -105,17 +113,20 @@ def train(
     class_weights: Annotated[
         bool, typer.Option("--class-weights", help="Weight groups by inverse frequency.")
     ] = False,
-    augment: Annotated[
+    no_augment: Annotated[
         bool,
         typer.Option(
-            "--augment/--no-augment", help="Flip, shift, scale, low resolution, light, grey."
+            "--no-augment",
+            help="Train without augmentation (by default: flip, shift, scale, low "
+            "resolution, light, grey).",
         ),
-    ] = True,
+    ] = False,
     low_resolution: Annotated[
         float,
         typer.Option(
             min=0.0,
             max=1.0,
+            metavar="SHARE",
             help="Share of augmented chips shown at a lower resolution, as small faces are.",
         ),
     ] = 0.3,
@@ -161,7 +172,7 @@ def train(
         learning_rate=learning_rate,
         backbone_lr_ratio=backbone_lr_ratio,
         class_weights=class_weights,
-        augment=augment,
+        augment=not no_augment,
         low_resolution=low_resolution,
         patience=patience,
         seed=seed,
