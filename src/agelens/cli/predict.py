@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TextIO
 
 import typer
-from PIL import Image
 from rich.markup import escape
 from rich.table import Table
 
-from agelens.annotate import save_annotated
 from agelens.batch import EstimatorPool, ImageResult, InMemory, Source
 from agelens.cli.common import (
     AlignedOption,
@@ -31,14 +29,20 @@ from agelens.cli.common import (
     out,
     progress_bar,
 )
+from agelens.cli.copies import CROP_SIZE, check_output_folder, write_copies
+from agelens.cli.engine import predict_on_ray
 from agelens.cli.sources import SourceError, resolve_sources
 from agelens.estimator import AgeEstimator
 from agelens.models.bundles import DEFAULT_BUNDLE
-from agelens.pipeline.chips import upright_crop
 from agelens.records import flat_columns, flat_rows, image_record
 
-#: Side of the face crops ``--save-crops`` writes, in pixels.
-CROP_SIZE = 224
+
+class Engine(StrEnum):
+    """Where ``predict`` runs."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
 
 ImagesArgument = Annotated[
     list[str],
@@ -135,11 +139,57 @@ def predict(
             "that faces down to about 24 px are found).",
         ),
     ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(help="local: every core of this machine; ray: a Ray cluster (needs --out)."),
+    ] = Engine.LOCAL,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="ray: the rows, as Parquet (a folder) or .jsonl."),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="ray: the cluster (auto: the running one; default: a new local one)."),
+    ] = None,
+    actors: Annotated[
+        int | None, typer.Option(min=1, help="ray: estimator actors (default: one per CPU).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="ray: skip the images already in --out.")
+    ] = False,
 ) -> None:
     """Find every face and estimate its age, interval and group.
 
     Exit code 1 when any input could not be read (the others are still processed).
     """
+    if engine is Engine.RAY:
+        chosen = {
+            "--json": as_json,
+            "--csv": csv_path,
+            "--annotate": annotate,
+            "--save-crops": save_crops,
+            "--distribution": distribution,
+        }
+        predict_on_ray(
+            images,
+            out_path,
+            address=address,
+            actors=actors,
+            resume=resume,
+            refused=[name for name, value in chosen.items() if value],
+            model=model,
+            aligned=aligned,
+            groups=groups,
+            tta=tta,
+            precision=precision,
+            min_score=min_score,
+            min_face=min_face,
+            detect_max_side=detect_size,
+        )
+        return
+    local_only = {"--out": out_path, "--address": address, "--actors": actors, "--resume": resume}
+    if given := [name for name, value in local_only.items() if value]:
+        raise fail(f"{', '.join(given)}: only with --engine ray", 2)
     estimator = make_estimator(
         model,
         groups,
@@ -163,7 +213,7 @@ def predict(
         for result in results_in_order(estimator, inputs, aligned, distribution, keep):
             failed += result.error is not None
             if result.image is not None:
-                _write_copies(result, annotate, save_crops, estimator.aligner.padding, written)
+                write_copies(result, annotate, save_crops, estimator.aligner.padding, written)
             name = str(result.path)
             if table is not None:
                 table.writerows(flat_rows(name, result.faces, result.error, group_names))
@@ -184,57 +234,6 @@ def _csv_writer(stack: ExitStack, path: Path, group_names: list[str]) -> csv.Dic
     writer = csv.DictWriter(handle, flat_columns(group_names))
     writer.writeheader()
     return writer
-
-
-def _write_copies(
-    result: ImageResult,
-    annotate: Path | None,
-    crops: Path | None,
-    padding: float,
-    written: set[Path],
-) -> None:
-    """The annotated copy and the face crops of one image; names are never reused in a run."""
-    assert result.image is not None
-    name = Path(result.path.name)
-    try:
-        if annotate is not None:
-            target = unused_name(annotate / name, written)
-            save_annotated(result.image, result.faces, target)
-        for number, face in enumerate(result.faces if crops is not None else [], 1):
-            assert crops is not None
-            target = unused_name(crops / f"{name.stem}_face{number}.png", written)
-            crop = upright_crop(result.image, face.landmarks, CROP_SIZE, padding)
-            Image.fromarray(crop).save(target)
-    except OSError as error:
-        raise fail(f"cannot write {error.filename} ({error.strerror})") from error
-
-
-def unused_name(target: Path, written: set[Path]) -> Path:
-    """``target``, or ``stem-2.ext``, ``stem-3.ext``... when this run already wrote it
-    (photos with one name in several folders)."""
-    candidate, number = target, 1
-    while candidate in written:
-        number += 1
-        candidate = target.with_name(f"{target.stem}-{number}{target.suffix}")
-    written.add(candidate)
-    return candidate
-
-
-def check_output_folder(folder: Path, option: str, inputs: list[Path]) -> None:
-    """Refuse, before any work, a folder that cannot be written or that holds the inputs."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise fail(f"{option} {folder}: cannot create the folder ({error.strerror})", 2) from error
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise fail(f"{option} {folder}: the folder is not writable", 2)
-    target = folder.resolve()
-    if any(path.resolve().parent == target for path in inputs):
-        raise fail(
-            f"{option} {folder}: the photos are in this folder and could be overwritten; "
-            "choose another folder",
-            2,
-        )
 
 
 def print_faces(result: ImageResult, every_group: bool = False) -> None:

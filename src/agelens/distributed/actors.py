@@ -1,0 +1,112 @@
+"""The estimator in Ray Data actors: each loads the model once, then estimates batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+import ray.data
+from pyarrow import fs
+
+from agelens.batch import InMemory, Source, estimate_files
+from agelens.estimator import AgeEstimator
+from agelens.models.bundles import DEFAULT_BUNDLE
+from agelens.pipeline.images import MAX_FILE_BYTES
+from agelens.records import flat_columns, flat_rows
+
+#: Images an actor estimates per call: big enough to batch the networks, small enough
+#: that a restarted actor repeats little.
+BATCH_SIZE = 16
+
+_TEXT_COLUMNS = frozenset({"image", "label", "group", "error"})
+
+
+def row_schema(group_names: list[str]) -> pa.Schema:
+    """The Arrow types of :func:`agelens.records.flat_rows`, the same for every batch."""
+    types = {"face": pa.int32()} | dict.fromkeys(_TEXT_COLUMNS, pa.string())
+    return pa.schema([(name, types.get(name, pa.float64())) for name in flat_columns(group_names)])
+
+
+def estimate_dataset(
+    ds: ray.data.Dataset,
+    model: str = DEFAULT_BUNDLE,
+    *,
+    aligned: bool = False,
+    actors: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    **estimator_options: Any,
+) -> ray.data.Dataset:
+    """Every face of every image in ``ds``, as flat rows (see :mod:`agelens.records`).
+
+    ``ds`` has a ``path`` column (files the actors read, local or any URI pyarrow reads)
+    and/or a ``bytes`` column (the encoded images, named by ``path`` when it is there).
+    ``estimator_options`` are :class:`~agelens.AgeEstimator`'s (``groups``, ``tta``,
+    ``precision``, ``min_score``, ``min_face``, ``detect_max_side``). ``actors`` defaults
+    to one per CPU of the cluster; an actor that dies is restarted and its batches retried.
+    """
+    size = actors or cluster_cpus()
+    return ds.map_batches(
+        EstimatorActor,
+        fn_constructor_kwargs={"model": model, "aligned": aligned, "options": estimator_options},
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=size),
+        num_cpus=1,
+    )
+
+
+def cluster_cpus() -> int:
+    """The CPUs of the Ray cluster this process is connected to: the default actor count."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+class EstimatorActor:
+    """One model per actor, its networks on one thread (an actor holds one CPU)."""
+
+    def __init__(self, model: str, aligned: bool, options: dict[str, Any]) -> None:
+        self.estimator = AgeEstimator(model, threads=1, **options)
+        self.aligned = aligned
+        self.group_names = list(self.estimator.groups.labels)
+        self.schema = row_schema(self.group_names)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        names = [str(p) for p in batch["path"]] if "path" in batch else None
+        if "bytes" in batch:
+            labels = names or [f"row {i}" for i in range(len(batch["bytes"]))]
+            sources: list[Source | tuple[str, str]] = [
+                InMemory(label, Path(label).name, bytes(data))
+                for label, data in zip(labels, batch["bytes"], strict=True)
+            ]
+        elif names is not None:
+            sources = [_source(name) for name in names]
+        else:
+            raise ValueError("the dataset needs a 'path' or a 'bytes' column")
+        readable = [s for s in sources if not isinstance(s, tuple)]
+        results = iter(estimate_files(self.estimator, readable, aligned=self.aligned, workers=1))
+        rows: list[dict[str, Any]] = []
+        for source in sources:
+            if isinstance(source, tuple):
+                rows += flat_rows(source[0], [], source[1], self.group_names)
+            else:
+                result = next(results)
+                rows += flat_rows(str(result.path), result.faces, result.error, self.group_names)
+        return pa.Table.from_pylist(rows, schema=self.schema)
+
+
+def _source(name: str) -> Source | tuple[str, str]:
+    """A local path as the local pool reads it; a URI read through pyarrow's filesystems
+    (``(name, why)`` when that fails)."""
+    if "://" not in name:
+        return Path(name)
+    try:
+        filesystem, inner = fs.FileSystem.from_uri(name)
+        size = filesystem.get_file_info(inner).size
+        if size is not None and size > MAX_FILE_BYTES:
+            return name, f"over {MAX_FILE_BYTES / 2**20:.0f} MB for one image file"
+        with filesystem.open_input_stream(inner) as stream:
+            return InMemory(name, Path(inner).name, stream.read())
+    except (OSError, pa.ArrowException) as error:
+        return name, f"could not be read ({error})"

@@ -1,0 +1,129 @@
+"""``agelens predict SRC --engine ray``: list the images, estimate them on Ray, write rows.
+
+SRC is a folder (walked), a glob, a list file (one path or URI per line) or one image,
+local or on any filesystem pyarrow reads (``s3://``, ``gs://``, ``hdfs://``...). Only the
+names are listed here, on the driver; the actors read the images.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+import ray.data
+from pyarrow import fs
+
+from agelens.batch import IMAGE_SUFFIXES, collect_images
+from agelens.distributed.actors import BATCH_SIZE, cluster_cpus, estimate_dataset
+from agelens.distributed.output import open_output
+
+_GLOB_CHARACTERS = frozenset("*?[")
+
+
+def list_images(source: str) -> list[str]:
+    """The images ``source`` names, sorted within each folder, as the local pool lists them."""
+    if "://" in source:
+        return _list_uri(source)
+    if _GLOB_CHARACTERS & set(source):
+        return sorted(glob.glob(source, recursive=True))
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
+        return _list_file(path.read_text(encoding="utf-8"))
+    return [str(found) for found in collect_images([path])]
+
+
+def _list_file(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _list_uri(source: str) -> list[str]:
+    scheme = source.split("://", 1)[0] + "://"
+    pattern = source if _GLOB_CHARACTERS & set(source) else None
+    base = source.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0] if pattern else source
+    filesystem, inner = fs.FileSystem.from_uri(base)
+    info = filesystem.get_file_info(inner)
+    if info.type == fs.FileType.File and pattern is None:
+        if Path(inner).suffix.lower() in IMAGE_SUFFIXES:
+            return [source]
+        with filesystem.open_input_stream(inner) as stream:
+            return _list_file(stream.read().decode("utf-8"))
+    found = filesystem.get_file_info(fs.FileSelector(inner, recursive=True))
+    names = sorted(
+        scheme + entry.path
+        for entry in found
+        if entry.type == fs.FileType.File and Path(entry.path).suffix.lower() in IMAGE_SUFFIXES
+    )
+    return [name for name in names if pattern is None or fnmatch.fnmatch(name, pattern)]
+
+
+def run(
+    source: str,
+    out: Path,
+    *,
+    address: str | None,
+    actors: int | None,
+    resume: bool,
+    model: str,
+    aligned: bool,
+    on_start: Callable[[int, int], None],
+    on_images: Callable[[int], None],
+    **estimator_options: Any,
+) -> int:
+    """Estimate every image of ``source`` not yet in ``out``; returns the number of images
+    whose row carries an error. ``on_start(to do, already done)`` and ``on_images(n)``
+    report progress."""
+    names = list(dict.fromkeys(list_images(source)))  # a list file may name one twice
+    writer, done = open_output(out, resume)
+    todo = [name for name in names if name not in done]
+    on_start(len(todo), len(names) - len(todo))
+    failed = 0
+    try:
+        if todo:
+            _start_ray(address)
+            size = min(actors or cluster_cpus(), len(todo))
+            # Blocks of two actor batches: every actor has work from the start, results
+            # stream back steadily, and a failure repeats little.
+            blocks = min(len(todo), max(size, -(-len(todo) // (2 * BATCH_SIZE))))
+            items = [{"path": name} for name in todo]
+            paths = ray.data.from_items(items, override_num_blocks=blocks)
+            rows = estimate_dataset(paths, model, aligned=aligned, actors=size, **estimator_options)
+            written = set(done)
+            for batch in rows.iter_batches(batch_size=None, batch_format="pyarrow"):
+                table = _unwritten(batch, written)
+                if table.num_rows:
+                    writer.write(table)
+                firsts = pc.less_equal(table.column("face"), 1)  # an image's first row
+                failed += pc.sum(pc.and_(firsts, pc.is_valid(table.column("error")))).as_py() or 0
+                on_images(pc.sum(firsts).as_py() or 0)
+    finally:
+        writer.close()
+    return failed
+
+
+def _unwritten(table: pa.Table, written: set[str]) -> pa.Table:
+    """The rows of images not yet written, noting them as written.
+
+    Ray Data runs the batches of an actor that dies again on another; should rows of an
+    image ever arrive a second time, whatever the engine's retry rules, they are dropped
+    here, so no image is written twice. An image's rows always arrive together.
+    """
+    images = table.column("image").to_pylist()
+    new = set(images) - written
+    written |= new
+    return table.filter(pa.array([image in new for image in images]))
+
+
+def _start_ray(address: str | None) -> None:
+    """Join ``address`` (``auto``: the running cluster), or start a local Ray."""
+    # AgeLens shows its own progress; Ray Data's bars and per-stage logs would repeat it.
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False

@@ -1,0 +1,98 @@
+"""Where a Ray run's rows go: Parquet part files or JSON lines, safe to resume.
+
+Parquet output is a folder of part files (a Parquet dataset, as Spark and Ray write), each
+written under a temporary name and renamed when complete, so an interrupted run leaves only
+whole parts. JSON lines are appended one batch at a time; on resuming, the last image's
+rows are dropped, for they may be incomplete, and that image is estimated again. Either
+way an image's rows are written together, so no image is written twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_PART = "part-{:06d}.parquet"
+
+
+class RowWriter(Protocol):
+    def write(self, table: pa.Table) -> None: ...
+    def close(self) -> None: ...
+
+
+def open_output(path: Path, resume: bool) -> tuple[RowWriter, set[str]]:
+    """A writer for ``path`` (``.jsonl``: JSON lines, else a Parquet folder) and the images
+    it already holds when resuming (none otherwise; an existing output is then refused)."""
+    exists = path.exists() and (path.is_file() or any(path.iterdir()))
+    if exists and not resume:
+        raise FileExistsError(f"{path} exists: add --resume to continue it, or choose another")
+    if path.suffix.lower() == ".jsonl":
+        done = _resume_jsonl(path) if exists else set()
+        return JsonLinesWriter(path), done
+    path.mkdir(parents=True, exist_ok=True)
+    done: set[str] = set()
+    for stale in path.glob(".*.tmp"):
+        stale.unlink()
+    for part in sorted(path.glob("part-*.parquet")):
+        done.update(pq.read_table(part, columns=["image"]).column("image").to_pylist())
+    return ParquetPartsWriter(path), done
+
+
+class ParquetPartsWriter:
+    """A Parquet part file per written table, numbered after the parts already there."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.number = len(list(folder.glob("part-*.parquet")))
+
+    def write(self, table: pa.Table) -> None:
+        final = self.folder / _PART.format(self.number)
+        temporary = self.folder / f".{final.name}.tmp"
+        pq.write_table(table, temporary)
+        os.replace(temporary, final)
+        self.number += 1
+
+    def close(self) -> None:
+        """Nothing to do: every part is complete once written."""
+
+
+class JsonLinesWriter:
+    """One JSON object per row, a table at a time, flushed to disk after each."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle = path.open("a", encoding="utf-8")
+
+    def write(self, table: pa.Table) -> None:
+        self.handle.write("".join(json.dumps(row) + "\n" for row in table.to_pylist()))
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _resume_jsonl(path: Path) -> set[str]:
+    """The images in ``path`` but the last, whose rows (and any cut line) are removed."""
+    keep: list[tuple[int, str]] = []  # (byte offset where the row starts, its image)
+    offset = 0
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.endswith(b"\n"):
+                try:
+                    keep.append((offset, json.loads(line)["image"]))
+                except (ValueError, KeyError, TypeError):
+                    break
+            offset += len(line)
+    if not keep:
+        path.write_bytes(b"")
+        return set()
+    last = keep[-1][1]
+    cut = next(start for start, image in keep if image == last)
+    with path.open("r+b") as handle:
+        handle.truncate(cut)
+    return {image for start, image in keep if start < cut}

@@ -1,0 +1,144 @@
+"""The Ray engine on a local Ray: same rows as the local pool, errors as rows, a killed
+actor costing nothing, and resuming. CI runs these on one machine, without a cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+psutil = pytest.importorskip("psutil")
+
+from agelens.batch import collect_images, estimate_files  # noqa: E402
+from agelens.distributed import job  # noqa: E402
+from agelens.estimator import AgeEstimator  # noqa: E402
+from agelens.records import flat_rows  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, astronaut, grace_hopper_path) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(astronaut).save(folder / "astronaut.png")
+    (folder / "hopper.jpg").write_bytes(grace_hopper_path.read_bytes())
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(folder / "wall.jpg")
+    (folder / "notes.jpg").write_text("not a photo")
+    (folder / "sub").mkdir()
+    Image.fromarray(astronaut[:, ::-1]).save(folder / "sub" / "mirrored.webp")
+    return folder
+
+
+def _run(source: Path | str, out: Path, resume: bool = False, on_images=None, **options) -> int:
+    return job.run(
+        str(source),
+        out,
+        address=None,
+        actors=options.pop("actors", 2),
+        resume=resume,
+        model="cydral-v1",
+        aligned=False,
+        on_start=lambda todo, done: None,
+        on_images=on_images or (lambda n: None),
+        **options,
+    )
+
+
+def _rows(out: Path) -> list[dict]:
+    if out.suffix == ".jsonl":
+        return [json.loads(line) for line in out.read_text().splitlines()]
+    import pyarrow.parquet as pq
+
+    return pq.read_table(out).to_pylist()
+
+
+def _by_image(rows: list[dict]) -> dict[tuple[str, int], dict]:
+    keyed = {(row["image"], row["face"]): row for row in rows}
+    assert len(keyed) == len(rows), "a row was written twice"
+    return keyed
+
+
+def test_rows_equal_the_local_pools_for_the_same_files(photos: Path, tmp_path: Path):
+    out = tmp_path / "ages.parquet"
+    failed = _run(photos, out, groups="decades")
+    estimator = AgeEstimator(groups="decades")
+    local = estimate_files(estimator, collect_images([photos]))
+    names = list(estimator.groups.labels)
+    expected = [row for r in local for row in flat_rows(str(r.path), r.faces, r.error, names)]
+    assert _by_image(_rows(out)) == _by_image(expected)
+    assert failed == 1  # notes.jpg: its row carries the error, the job goes on
+    (notes,) = [row for row in expected if row["image"].endswith("notes.jpg")]
+    assert notes["face"] == 0 and "not an image" in notes["error"]
+
+
+def test_a_list_file_and_a_glob_name_the_same_images(photos: Path, tmp_path: Path):
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{photos / 'hopper.jpg'}\n\n{photos / 'missing.jpg'}\n")
+    assert job.list_images(str(listed)) == [str(photos / "hopper.jpg"), str(photos / "missing.jpg")]
+    assert job.list_images(str(photos / "*.jpg")) == sorted(str(p) for p in photos.glob("*.jpg"))
+    out = tmp_path / "ages.jsonl"
+    assert _run(listed, out) == 1
+    rows = {row["image"]: row for row in _rows(out)}
+    assert rows[str(photos / "missing.jpg")]["error"] == "no such file"
+
+
+def test_resume_after_an_interruption_writes_every_image_once(photos: Path, tmp_path: Path):
+    out = tmp_path / "ages.jsonl"
+    _run(photos, out)
+    complete = _by_image(_rows(out))
+    # Interrupted: the last row cut half way.
+    text = out.read_bytes()
+    out.write_bytes(text[: len(text) - 40])
+    with pytest.raises(FileExistsError):
+        _run(photos, out)
+    _run(photos, out, resume=True)
+    assert _by_image(_rows(out)) == complete
+
+
+def test_a_killed_actor_loses_no_image_and_writes_none_twice(astronaut, tmp_path: Path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(160):
+        dimmed = (astronaut * (0.6 + index / 400)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(dimmed).save(folder / f"{index:03d}.jpg")
+    out = tmp_path / "ages.parquet"
+    written = [0]
+    killed: list[int] = []
+
+    def kill_an_actor() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and written[0] == 0:
+            time.sleep(0.05)  # mid-run: the first rows are in, most are still to come
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            command = " ".join(process.info["cmdline"] or [])
+            if "MapWorker" in command and "EstimatorActor" in command:
+                killed.append(written[0])
+                os.kill(process.info["pid"], signal.SIGKILL)
+                return
+
+    def count(images: int) -> None:
+        written[0] += images
+
+    killer = threading.Thread(target=kill_an_actor)
+    killer.start()
+    started = time.monotonic()
+    _run(folder, out, actors=2, on_images=count)
+    killer.join()
+    assert killed and killed[0] < 160, f"no actor was killed mid-run ({killed})"
+    assert time.monotonic() - started < 300
+    rows = _by_image(_rows(out))  # no (image, face) twice
+    assert {image for image, _ in rows} == {str(p) for p in folder.glob("*.jpg")}
+    assert all(row["error"] is None for row in rows.values())
