@@ -40,8 +40,11 @@ def local_pool(photos: list[Path]) -> dict:
     with EstimatorPool(estimator) as pool:
         faces = sum(len(result.faces) for result in pool.estimate_files(photos))
     seconds = time.perf_counter() - started
-    return {"seconds": round(seconds, 1), "images_per_s": round(len(photos) / seconds, 1),
-            "faces": faces}
+    return {
+        "seconds": round(seconds, 1),
+        "images_per_s": round(len(photos) / seconds, 1),
+        "faces": faces,
+    }
 
 
 def on_ray(folder: Path, count: int, actors: int, out: Path) -> dict:
@@ -107,11 +110,16 @@ def main() -> None:
         table.add_column(column)
     table.add_row("local pool", str(results["local_pool"]["images_per_s"]), "-")
     for run in results["ray"]:
-        table.add_row(f"ray, {run['actors']} actor(s)", str(run["images_per_s"]),
-                      f"{run['driver_rss_growth_mb']:+.1f} MB")
+        table.add_row(
+            f"ray, {run['actors']} actor(s)",
+            str(run["images_per_s"]),
+            f"{run['driver_rss_growth_mb']:+.1f} MB",
+        )
     Console().print(table)
-    Console().print(f"2 actors / local pool: {results['ray_2_over_local']}; "
-                    f"2 actors / 1: {results['ray_2_over_1']}")
+    Console().print(
+        f"2 actors / local pool: {results['ray_2_over_local']}; "
+        f"2 actors / 1: {results['ray_2_over_1']}"
+    )
 
 
 if __name__ == "__main__":
