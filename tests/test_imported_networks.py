@@ -206,6 +206,23 @@ def test_onnx_export_and_the_written_graph_give_the_torch_network(tmp_path, grap
     assert np.abs(reread - expected).max() < 1e-2  # float16 shards
 
 
+def test_tails_from_one_node_share_a_trunk_and_average_their_distributions(graph_file):
+    from agelens.networks.graph_age_net import SharedTrunkEnsemble
+
+    path, _ = graph_file
+    first = load_graph_network(path.parent, SPEC).eval()
+    second = load_graph_network(path.parent, SPEC).eval()
+    with torch.no_grad():  # a second tail: what follows relu6 trained differently
+        for parameter in second.graph.parameters_between("relu6", SPEC["features"]):
+            parameter.add_(0.05 * torch.randn_like(parameter))
+        second.head.bias.add_(torch.randn_like(second.head.bias))
+        x = torch.randn(4, 3, SIZE, SIZE)
+        p1, p2 = torch.softmax(first(x), dim=1), torch.softmax(second(x), dim=1)
+        assert (p1 - p2).abs().max() > 0.01
+        mean = torch.softmax(SharedTrunkEnsemble([first, second], "relu6")(x), dim=1)
+    assert (mean - (p1 + p2) / 2).abs().max() < 1e-5
+
+
 def test_regrid_keeps_the_distribution_over_the_source_ages(graph_file):
     path, _ = graph_file
     net = load_graph_network(path.parent, SPEC).eval()

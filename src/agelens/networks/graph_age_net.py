@@ -105,6 +105,21 @@ class GraphAgeNet(nn.Module):
         return write_tfjs(self.graph.tf_arrays(), source_json, out_dir)
 
 
+class SharedTrunkEnsemble(nn.Module):
+    """Networks whose training changed only what follows node ``cut`` of one imported
+    network: the trunk runs once, each tail on its activation, and the output is the log
+    of the tails' mean probabilities (which stands in for logits, as for ``Ensemble``)."""
+
+    def __init__(self, nets: list[GraphAgeNet], cut: str) -> None:
+        super().__init__()
+        self.nets, self.cut = nn.ModuleList(nets), cut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        activation = self.nets[0].trunk(x, self.cut)
+        probabilities = [torch.softmax(net.tail(activation, self.cut), dim=1) for net in self.nets]
+        return torch.log(torch.stack(probabilities).mean(dim=0).clamp_min(1e-12))
+
+
 def load_graph_network(folder: Path, entry: dict[str, Any]) -> GraphAgeNet:
     """The training network of a bundle whose manifest has a ``network`` entry."""
     spec = GraphSpec.from_manifest(entry)
