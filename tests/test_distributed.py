@@ -108,6 +108,22 @@ def test_resume_after_an_interruption_writes_every_image_once(photos: Path, tmp_
     assert _by_image(_rows(out)) == complete
 
 
+def test_a_parquet_output_resumes_from_its_whole_parts(photos: Path, tmp_path: Path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "ages.parquet"
+    _run(photos, out)
+    complete = _by_image(_rows(out))
+    parts = sorted(out.glob("part-*.parquet"))
+    # Interrupted: the last part never renamed into place, a temporary file left behind.
+    parts[-1].rename(out / f".{parts[-1].name}.tmp")
+    kept = sum(len(pq.read_table(part)) for part in parts[:-1])
+    assert kept < len(complete)
+    _run(photos, out, resume=True)
+    assert _by_image(_rows(out)) == complete
+    assert not list(out.glob(".*.tmp"))
+
+
 def test_a_killed_actor_loses_no_image_and_writes_none_twice(astronaut, tmp_path: Path):
     folder = tmp_path / "many"
     folder.mkdir()
