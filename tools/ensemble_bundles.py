@@ -13,7 +13,7 @@ train`` does.
         --data utkface:../shared/data/UTKFace --out src/agelens/models/agelens-utk-v1
     python tools/ensemble_bundles.py --model models/tail-a --model models/tail-b \\
         --data utkface:../shared/data/UTKFace --data imfdb:../shared/data/imfdb-age/train \\
-        --cache chips/ --out models/ensemble
+        --groups imfdb --cache chips/ --out models/ensemble
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from agelens.decisions.groups import resolve_scheme
 from agelens.models.bundles import FP32, Bundle, load_bundle
 from agelens.networks.graph_age_net import SharedTrunkEnsemble, load_graph_network
 from agelens.networks.resnet10 import Ensemble, load_onnx_weights
@@ -42,6 +43,9 @@ def main() -> None:
         "--data", action="append", required=True, help="the members' training data specs"
     )
     parser.add_argument("--cache", type=Path, default=None, help="chip cache folder")
+    parser.add_argument(
+        "--groups", default=None, help="group scheme of group-labelled data (e.g. imfdb)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
@@ -57,6 +61,7 @@ def main() -> None:
         args.data[0],
         args.out,
         TrainConfig(),
+        scheme=resolve_scheme(args.groups) if args.groups else None,
         base=args.model[0],
         size=first.input_size,
         border=first.chip_border,

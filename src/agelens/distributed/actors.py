@@ -19,7 +19,7 @@ from agelens.records import flat_columns, flat_rows
 
 #: Images an actor estimates per call: big enough to batch the networks, small enough
 #: that a restarted actor repeats little.
-BATCH_SIZE = 16
+BATCH_SIZE = 64
 
 _TEXT_COLUMNS = frozenset({"image", "label", "group", "error"})
 
