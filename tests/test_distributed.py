@@ -136,14 +136,19 @@ def test_a_killed_actor_loses_no_image_and_writes_none_twice(astronaut, tmp_path
 
     def kill_an_actor() -> None:
         deadline = time.monotonic() + 120
+        actors: list[int] = []
+        while time.monotonic() < deadline and not actors:
+            actors = [
+                process.info["pid"]
+                for process in psutil.process_iter(["pid", "cmdline"])
+                if "EstimatorActor" in " ".join(process.info["cmdline"] or [])
+            ]
+            time.sleep(0.1)
         while time.monotonic() < deadline and written[0] == 0:
-            time.sleep(0.05)  # mid-run: the first rows are in, most are still to come
-        for process in psutil.process_iter(["pid", "cmdline"]):
-            command = " ".join(process.info["cmdline"] or [])
-            if "MapWorker" in command and "EstimatorActor" in command:
-                killed.append(written[0])
-                os.kill(process.info["pid"], signal.SIGKILL)
-                return
+            time.sleep(0.01)  # mid-run: the first rows are in, most are still to come
+        if actors:
+            killed.append(written[0])
+            os.kill(actors[0], signal.SIGKILL)
 
     def count(images: int) -> None:
         written[0] += images
@@ -151,7 +156,8 @@ def test_a_killed_actor_loses_no_image_and_writes_none_twice(astronaut, tmp_path
     killer = threading.Thread(target=kill_an_actor)
     killer.start()
     started = time.monotonic()
-    _run(folder, out, actors=2, on_images=count)
+    # Batches of 8: rows stream back early, and much is left to do when the actor dies.
+    _run(folder, out, actors=2, on_images=count, batch_size=8)
     killer.join()
     assert killed and killed[0] < 160, f"no actor was killed mid-run ({killed})"
     assert time.monotonic() - started < 300
