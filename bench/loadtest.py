@@ -47,21 +47,24 @@ from agelens.pipeline.runtime import machine_record
 Upload = tuple[str, bytes, str, bool]
 
 
-def photo_640x480() -> bytes:
-    canvas = Image.new("RGB", (640, 480), (128, 138, 150))
-    canvas.paste(Image.fromarray(data.astronaut()).resize((480, 480)), (80, 0))
+def astronaut_photo(
+    size: tuple[int, int], face_side: int, at: tuple[int, int], quality: int
+) -> bytes:
+    """A JPEG of ``size`` on a plain background with the astronaut pasted at ``at``."""
+    canvas = Image.new("RGB", size, (128, 138, 150))
+    canvas.paste(Image.fromarray(data.astronaut()).resize((face_side, face_side)), at)
     buffer = io.BytesIO()
-    canvas.save(buffer, "JPEG", quality=90)
+    canvas.save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def photo_640x480() -> bytes:
+    return astronaut_photo((640, 480), 480, (80, 0), 90)
 
 
 def photo_40_megapixels() -> bytes:
-    """A 7296x5472 (39.9-megapixel) JPEG with the astronaut in it, under the 10 MB upload limit."""
-    canvas = Image.new("RGB", (7296, 5472), (128, 138, 150))
-    canvas.paste(Image.fromarray(data.astronaut()).resize((2400, 2400)), (2400, 1500))
-    buffer = io.BytesIO()
-    canvas.save(buffer, "JPEG", quality=80)
-    return buffer.getvalue()
+    """A 7296x5472 (39.9-megapixel) JPEG, under the 10 MB upload limit."""
+    return astronaut_photo((7296, 5472), 2400, (2400, 1500), 80)
 
 
 def hostile_uploads(photo: bytes, seed: int = 0) -> list[Upload]:
