@@ -48,7 +48,6 @@ ImagesArgument = Annotated[
     list[str],
     typer.Argument(
         help="Image files, folders (walked), - for standard input, or http(s) URLs.",
-        metavar="IMAGES",
     ),
 ]
 
