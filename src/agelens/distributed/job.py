@@ -74,11 +74,12 @@ def run(
     aligned: bool,
     on_start: Callable[[int, int], None],
     on_images: Callable[[int], None],
+    batch_size: int = BATCH_SIZE,
     **estimator_options: Any,
 ) -> int:
     """Estimate every image of ``source`` not yet in ``out``; returns the number of images
     whose row carries an error. ``on_start(to do, already done)`` and ``on_images(n)``
-    report progress."""
+    report progress; ``batch_size`` images go to an actor at a time, two batches a block."""
     names = list(dict.fromkeys(list_images(source)))  # a list file may name one twice
     writer, done = open_output(out, resume)
     todo = [name for name in names if name not in done]
@@ -90,10 +91,17 @@ def run(
             size = min(actors or cluster_cpus(), len(todo))
             # Blocks of two actor batches: every actor has work from the start, results
             # stream back steadily, and a failure repeats little.
-            blocks = min(len(todo), max(size, -(-len(todo) // (2 * BATCH_SIZE))))
+            blocks = min(len(todo), max(size, -(-len(todo) // (2 * batch_size))))
             items = [{"path": name} for name in todo]
             paths = ray.data.from_items(items, override_num_blocks=blocks)
-            rows = estimate_dataset(paths, model, aligned=aligned, actors=size, **estimator_options)
+            rows = estimate_dataset(
+                paths,
+                model,
+                aligned=aligned,
+                actors=size,
+                batch_size=batch_size,
+                **estimator_options,
+            )
             written = set(done)
             for batch in rows.iter_batches(batch_size=None, batch_format="pyarrow"):
                 table = _unwritten(batch, written)
