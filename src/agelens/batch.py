@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -64,6 +64,11 @@ class ImageResult:
     faces: list[Face]
     error: str | None
     whole_image: bool = False
+
+    @classmethod
+    def failed(cls, label: str, why: str) -> ImageResult:
+        """The result of an input that could not even be fetched (a URL, a URI)."""
+        return cls(InMemory(label, "", b""), None, [], why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +197,17 @@ def estimate_files(
         yield from pool.estimate_files(
             paths, aligned=aligned, distribution=distribution, keep_images=keep_images
         )
+
+
+def estimate_in_order(
+    inputs: Sequence[Source | ImageResult],
+    estimate: Callable[[list[Source]], Iterable[ImageResult]],
+) -> Iterator[ImageResult]:
+    """Every input's result in the order given: failures already known as they are, the
+    sources through ``estimate`` (which yields their results in their order)."""
+    estimated = iter(estimate([item for item in inputs if not isinstance(item, ImageResult)]))
+    for item in inputs:
+        yield item if isinstance(item, ImageResult) else next(estimated)
 
 
 def _can_fork() -> bool:

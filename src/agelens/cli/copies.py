@@ -30,11 +30,11 @@ def write_copies(
         if annotate is not None:
             target = unused_name(annotate / name, written)
             save_annotated(result.image, result.faces, target)
-        for number, face in enumerate(result.faces if crops is not None else [], 1):
-            assert crops is not None
-            target = unused_name(crops / f"{name.stem}_face{number}.png", written)
-            crop = upright_crop(result.image, face.landmarks, CROP_SIZE, padding)
-            Image.fromarray(crop).save(target)
+        if crops is not None:
+            for number, face in enumerate(result.faces, 1):
+                target = unused_name(crops / f"{name.stem}_face{number}.png", written)
+                crop = upright_crop(result.image, face.landmarks, CROP_SIZE, padding)
+                Image.fromarray(crop).save(target)
     except OSError as error:
         raise fail(f"cannot write {error.filename} ({error.strerror})") from error
 

@@ -46,7 +46,7 @@ def predict_on_ray(
                 on_images=lambda n: progress.advance(task, n),
                 **options,
             )
-        except (FileExistsError, OSError, ValueError, ConnectionError) as error:
+        except (OSError, ValueError) as error:  # FileExistsError, ConnectionError among them
             raise fail(str(error), 2) from error
     err.print(f"rows written to {out}", highlight=False)
     if failed:

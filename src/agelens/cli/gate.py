@@ -15,12 +15,11 @@ from agelens.cli.common import (
     ModelOption,
     PrecisionOption,
     TtaOption,
-    err,
     fail,
     make_estimator,
     out,
 )
-from agelens.cli.predict import ImagesArgument, image_sources, results_in_order
+from agelens.cli.predict import ImagesArgument, image_sources, print_faces, results_in_order
 from agelens.decisions.gate import Decision
 from agelens.estimator import GateResult
 from agelens.models.bundles import DEFAULT_BUNDLE
@@ -66,7 +65,7 @@ def gate(
                 record = {"image": str(found.path), "error": found.error}
                 sys.stdout.write(json.dumps(record) + "\n")
             else:
-                err.print(f"[red]{escape(str(found.path))}[/]: {escape(found.error)}")
+                print_faces(found)  # its error, as predict prints it
             continue
         result = estimator.decide(found.faces, policy)
         counts[str(result.decision)] += 1

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from agelens.batch import EstimatorPool, ImageResult, InMemory, Source
+from agelens.batch import EstimatorPool, ImageResult, Source, estimate_in_order
 from agelens.cli.common import (
     AlignedOption,
     GroupsOption,
@@ -79,12 +79,7 @@ def image_sources(arguments: list[str]) -> list[Source | ImageResult]:
         raise fail(str(error), 2) from error
     if not resolved:
         raise fail("no image files found in " + ", ".join(arguments), 2)
-    return [
-        ImageResult(InMemory(item[0], "", b""), None, [], item[1])
-        if isinstance(item, tuple)
-        else item
-        for item in resolved
-    ]
+    return resolved
 
 
 def results_in_order(
@@ -95,10 +90,9 @@ def results_in_order(
     keep_images: bool = False,
 ) -> Iterator[ImageResult]:
     """Every input's result in the order given, the sources estimated by :func:`run_pool`."""
-    sources = [item for item in inputs if not isinstance(item, ImageResult)]
-    estimated = run_pool(estimator, sources, aligned, distribution, keep_images)
-    for item in inputs:
-        yield item if isinstance(item, ImageResult) else next(estimated)
+    return estimate_in_order(
+        inputs, lambda sources: run_pool(estimator, sources, aligned, distribution, keep_images)
+    )
 
 
 def predict(
@@ -161,6 +155,7 @@ def predict(
 
     Exit code 1 when any input could not be read (the others are still processed).
     """
+    detection = {"min_score": min_score, "min_face": min_face, "detect_max_side": detect_size}
     if engine is Engine.RAY:
         chosen = {
             "--json": as_json,
@@ -181,23 +176,13 @@ def predict(
             groups=groups,
             tta=tta,
             precision=precision,
-            min_score=min_score,
-            min_face=min_face,
-            detect_max_side=detect_size,
+            **detection,
         )
         return
     local_only = {"--out": out_path, "--address": address, "--actors": actors, "--resume": resume}
     if given := [name for name, value in local_only.items() if value]:
         raise fail(f"{', '.join(given)}: only with --engine ray", 2)
-    estimator = make_estimator(
-        model,
-        groups,
-        tta,
-        precision,
-        min_score=min_score,
-        min_face=min_face,
-        detect_max_side=detect_size,
-    )
+    estimator = make_estimator(model, groups, tta, precision, **detection)
     inputs = image_sources(images)
     files = [item for item in inputs if isinstance(item, Path)]
     for folder, option in ((annotate, "--annotate"), (save_crops, "--save-crops")):

@@ -15,8 +15,8 @@ from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from agelens import __version__
-from agelens.batch import InMemory, Source, collect_images
-from agelens.pipeline.images import MAX_FILE_BYTES
+from agelens.batch import ImageResult, InMemory, Source, collect_images
+from agelens.pipeline.images import MAX_FILE_BYTES, over_file_limit
 
 #: Seconds to wait for a URL's server, each time it is read from.
 URL_TIMEOUT_S = 30.0
@@ -31,20 +31,21 @@ def is_url(argument: str) -> bool:
     return urlsplit(argument).scheme.lower() in ("http", "https")
 
 
-def resolve_sources(arguments: list[str]) -> list[Source | tuple[str, str]]:
+def resolve_sources(arguments: list[str]) -> list[Source | ImageResult]:
     """Each argument's sources in order: folders walked, ``-`` and URLs read into memory.
 
-    A URL that fails, or an empty standard input, gives ``(argument, why)`` in its place,
-    for the caller to report with the other unreadable inputs. Raises
-    :class:`SourceError` for ``-`` given twice or standard input over the size limit.
+    A URL that fails, or an empty standard input, gives its failed result in its place,
+    reported with the other unreadable inputs. Raises :class:`SourceError` for ``-``
+    given twice or standard input over the size limit.
     """
     if arguments.count(STDIN) > 1:
         raise SourceError("'-' (standard input) can be given once")
-    sources: list[Source | tuple[str, str]] = []
+    sources: list[Source | ImageResult] = []
     for argument in arguments:
         if argument == STDIN:
             data = _read_capped(sys.stdin.buffer)
-            sources.append(InMemory(STDIN, "stdin.png", data) if data else (STDIN, "empty"))
+            empty = ImageResult.failed(STDIN, "empty")
+            sources.append(InMemory(STDIN, "stdin.png", data) if data else empty)
         elif is_url(argument):
             sources.append(_fetch(argument))
         else:
@@ -52,24 +53,24 @@ def resolve_sources(arguments: list[str]) -> list[Source | tuple[str, str]]:
     return sources
 
 
-def _fetch(url: str) -> InMemory | tuple[str, str]:
+def _fetch(url: str) -> InMemory | ImageResult:
     request = urllib.request.Request(url, headers={"User-Agent": f"agelens/{__version__}"})
     try:
         with urllib.request.urlopen(request, timeout=URL_TIMEOUT_S) as response:
             data = _read_capped(response)
     except urllib.error.HTTPError as error:
-        return url, f"the server answered {error.code} {error.reason}"
-    except (urllib.error.URLError, OSError, ValueError) as error:
+        return ImageResult.failed(url, f"the server answered {error.code} {error.reason}")
+    except (OSError, ValueError) as error:  # URLError is an OSError
         reason = getattr(error, "reason", error)
-        return url, f"could not be fetched ({reason})"
+        return ImageResult.failed(url, f"could not be fetched ({reason})")
     except SourceError as error:
-        return url, str(error)
+        return ImageResult.failed(url, str(error))
     name = PurePosixPath(urlsplit(url).path).name or "download"
     return InMemory(url, name, data)
 
 
 def _read_capped(stream: BinaryIO) -> bytes:
     data = stream.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise SourceError(f"over {MAX_FILE_BYTES / 2**20:.0f} MB for one image")
+    if too_large := over_file_limit(len(data), read_so_far=True):
+        raise SourceError(too_large)
     return data

@@ -11,10 +11,10 @@ import ray
 import ray.data
 from pyarrow import fs
 
-from agelens.batch import InMemory, Source, estimate_files
+from agelens.batch import ImageResult, InMemory, Source, estimate_files, estimate_in_order
 from agelens.estimator import AgeEstimator
 from agelens.models.bundles import DEFAULT_BUNDLE
-from agelens.pipeline.images import MAX_FILE_BYTES
+from agelens.pipeline.images import over_file_limit
 from agelens.records import flat_columns, flat_rows
 
 #: Images an actor estimates per call: big enough to batch the networks, small enough
@@ -76,37 +76,39 @@ class EstimatorActor:
         names = [str(p) for p in batch["path"]] if "path" in batch else None
         if "bytes" in batch:
             labels = names or [f"row {i}" for i in range(len(batch["bytes"]))]
-            sources: list[Source | tuple[str, str]] = [
+            inputs: list[Source | ImageResult] = [
                 InMemory(label, Path(label).name, bytes(data))
                 for label, data in zip(labels, batch["bytes"], strict=True)
             ]
         elif names is not None:
-            sources = [_source(name) for name in names]
+            inputs = [_source(name) for name in names]
         else:
             raise ValueError("the dataset needs a 'path' or a 'bytes' column")
-        readable = [s for s in sources if not isinstance(s, tuple)]
-        results = iter(estimate_files(self.estimator, readable, aligned=self.aligned, workers=1))
-        rows: list[dict[str, Any]] = []
-        for source in sources:
-            if isinstance(source, tuple):
-                rows += flat_rows(source[0], [], source[1], self.group_names)
-            else:
-                result = next(results)
-                rows += flat_rows(str(result.path), result.faces, result.error, self.group_names)
+        results = estimate_in_order(
+            inputs,
+            lambda sources: estimate_files(
+                self.estimator, sources, aligned=self.aligned, workers=1
+            ),
+        )
+        rows = [
+            row
+            for result in results
+            for row in flat_rows(str(result.path), result.faces, result.error, self.group_names)
+        ]
         return pa.Table.from_pylist(rows, schema=self.schema)
 
 
-def _source(name: str) -> Source | tuple[str, str]:
+def _source(name: str) -> Source | ImageResult:
     """A local path as the local pool reads it; a URI read through pyarrow's filesystems
-    (``(name, why)`` when that fails)."""
+    (its failed result when that fails)."""
     if "://" not in name:
         return Path(name)
     try:
         filesystem, inner = fs.FileSystem.from_uri(name)
         size = filesystem.get_file_info(inner).size
-        if size is not None and size > MAX_FILE_BYTES:
-            return name, f"over {MAX_FILE_BYTES / 2**20:.0f} MB for one image file"
+        if size is not None and (too_large := over_file_limit(size)):
+            return ImageResult.failed(name, too_large)
         with filesystem.open_input_stream(inner) as stream:
             return InMemory(name, Path(inner).name, stream.read())
     except (OSError, pa.ArrowException) as error:
-        return name, f"could not be read ({error})"
+        return ImageResult.failed(name, f"could not be read ({error})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,8 @@ def _list_file(text: str) -> list[str]:
 def _list_uri(source: str) -> list[str]:
     scheme = source.split("://", 1)[0] + "://"
     pattern = source if _GLOB_CHARACTERS & set(source) else None
-    base = source.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0] if pattern else source
+    # A glob is listed from the folder before its first wildcard.
+    base = re.split(r"[*?\[]", source, maxsplit=1)[0].rsplit("/", 1)[0] if pattern else source
     filesystem, inner = fs.FileSystem.from_uri(base)
     info = filesystem.get_file_info(inner)
     if info.type == fs.FileType.File and pattern is None:

@@ -76,6 +76,15 @@ def load_image(
     raise TypeError(f"cannot load an image from {type(source).__name__}")
 
 
+def over_file_limit(size: int, *, read_so_far: bool = False) -> str | None:
+    """Why ``size`` bytes are refused as one image, or None when they are not;
+    ``read_so_far``: a stream was read only until it passed the limit."""
+    if size <= MAX_FILE_BYTES:
+        return None
+    limit = f"the limit of {MAX_FILE_BYTES / 2**20:.0f} MB for one image file"
+    return f"more than {limit}" if read_so_far else f"{size / 2**20:,.0f} MB, over {limit}"
+
+
 def _read_file(path: Path) -> bytes:
     """A file's bytes, after checking it is a regular file of a sane size (a 1 GB file
     named .jpg is refused before it is read), with a message that says what is wrong."""
@@ -90,11 +99,8 @@ def _read_file(path: Path) -> bytes:
         raise NotAnImageError(f"{path}: a folder{'' if readable else ' that cannot be opened'}")
     if not stat.S_ISREG(info.st_mode):
         raise NotAnImageError(f"{path}: not a regular file (a pipe, socket or device)")
-    if info.st_size > MAX_FILE_BYTES:
-        raise ImageTooLargeError(
-            f"{path}: {info.st_size / 2**20:,.0f} MB, over the limit of "
-            f"{MAX_FILE_BYTES / 2**20:.0f} MB for one image file"
-        )
+    if too_large := over_file_limit(info.st_size):
+        raise ImageTooLargeError(f"{path}: {too_large}")
     try:
         return path.read_bytes()
     except OSError as error:
