@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/UTKFace"))
     parser.add_argument("-m", "--model", action="append", required=True)
     parser.add_argument("--out", type=Path, default=Path("bench/results/gate_limits.json"))
+    parser.add_argument("--cache", type=Path, default=None, help="chip cache folder")
     args = parser.parse_args()
     results: dict = {
         "data": "utkface test split (sha1 60/20/20 after dedup), aligned crops",
@@ -102,6 +103,7 @@ def main() -> None:
                 base=name,
                 size=bundle.input_size,
                 border=bundle.chip_border,
+                cache_dir=args.cache,
             )
             data = prepare(options, show_progress=False)
         model = AgeModel(bundle)

@@ -172,6 +172,15 @@ def test_train_rejects_an_unknown_device_before_reading_data(tmp_path: Path):
     assert result.exit_code == 2 and "unknown device" in result.output
 
 
+def test_train_takes_a_teacher_only_in_finetune_mode_and_by_a_name_it_knows(tmp_path: Path):
+    args = ["train", "--data", "utkface:nowhere", "--out", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--teacher", "agelens-utk-v1", "--mode", "head"])
+    assert result.exit_code == 2 and "--teacher" in result.output
+    result = runner.invoke(app, [*args, "--teacher", "no-such-bundle"])
+    assert result.exit_code != 0 and "no-such-bundle" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_evaluate_bad_spec():
     result = runner.invoke(app, ["evaluate", "--data", "nowhere"])
     assert result.exit_code == 2 and "KIND:PATH" in result.output

@@ -22,9 +22,9 @@ from agelens.networks.tfjs_graph import load_tfjs
 from agelens.training.augmentation import Normalise
 from agelens.training.config import LabelledChips, TrainConfig
 from agelens.training.job import run
-from agelens.training.objective import Objective, class_ages_for
+from agelens.training.objective import Objective, class_ages_for, distillation_loss
 from agelens.training.prepared import JobOptions
-from agelens.training.tail import distillation_loss, l2sp_penalty, train_tail
+from agelens.training.tail import cached_activations, l2sp_penalty, train_tail
 
 SIZE = 16
 AGES = [float(a) for a in range(1, 21)]
@@ -345,6 +345,13 @@ def test_two_tail_steps_lower_the_loss_and_a_run_resumes(tmp_path, graph_file):
     more = Objective(replace(config, epochs=3), ages, None, None)
     resumed = run(more)
     assert len(resumed) == 3 and resumed[:2] == history
+    # Training changed only the tail, so the resumed run found the same activations; a
+    # change before the cut needs new ones.
+    assert len(list((tmp_path / "cache").glob("activations-*.npy"))) == 1
+    with torch.no_grad():
+        net.graph.parameters_between("", "relu6")[0].add_(0.5)
+    cached_activations(net, "relu6", chips, normalise, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("activations-*.npy"))) == 2
 
 
 def test_a_job_on_two_datasets_trains_on_ages_and_groups(face_dataset, tmp_path, astronaut):

@@ -102,6 +102,18 @@ def train(
             min=0.0, metavar="W", help="tail mode: weight of an L2 pull to the starting weights."
         ),
     ] = 0.0,
+    teacher: Annotated[
+        str,
+        typer.Option(
+            metavar="BUNDLE",
+            help="finetune mode: a stronger bundle whose age distributions on the training "
+            "faces are learnt too (distillation into a fast student).",
+        ),
+    ] = "",
+    teacher_weight: Annotated[
+        float,
+        typer.Option(min=0.0, metavar="W", help="Weight of the teacher's distributions."),
+    ] = 1.0,
     epochs: Annotated[
         int, typer.Option(min=1, metavar="N", help="Most epochs; early stopping on val.")
     ] = 12,
@@ -158,6 +170,8 @@ def train(
         raise fail("--task is age or groups; --mode is head, finetune or tail", 2)
     if (mode == "tail") != bool(start_from):
         raise fail("--mode tail and --from NODE go together", 2)
+    if teacher and mode != "finetune":
+        raise fail("--teacher trains a student in --mode finetune", 2)
     if border not in BORDERS:
         raise fail(f"--border is one of {', '.join(BORDERS)}", 2)
     try:
@@ -179,6 +193,8 @@ def train(
         cut=start_from,
         distill=distill,
         l2sp=l2sp,
+        teacher=teacher,
+        teacher_weight=teacher_weight,
     )
     options = JobOptions(
         data[0],

@@ -42,15 +42,21 @@ class TrainConfig:
     distill: float = 0.0
     #: ``tail`` mode: weight of the L2 penalty towards the starting weights (L2-SP).
     l2sp: float = 0.0
+    #: ``finetune`` mode: a bundle whose distributions on the training chips are learnt
+    #: besides the labels (knowledge distillation into a smaller student), and their weight.
+    teacher: str = ""
+    teacher_weight: float = 1.0
 
 
 @dataclass(slots=True)
 class LabelledChips:
-    """uint8 chips ``[N, S, S, 3]`` with ages (years) and/or group indices (-1 when unknown)."""
+    """uint8 chips ``[N, S, S, 3]`` with ages (years) and/or group indices (-1 when unknown),
+    and, when a teacher is distilled, its distribution over the output ages for each chip."""
 
     chips: NDArray[np.uint8]
     ages: NDArray[np.float32]
     groups: NDArray[np.int64]
+    teacher: NDArray[np.float32] | None = None
 
 
 @dataclass(slots=True)

@@ -86,6 +86,7 @@ def write_bundle(
         result,
         data.counts,
         data.unreadable,
+        data.teacher.manifest if data.teacher is not None else None,
     )
     model_path = options.out / "model.onnx"
     # An imported graph's weights are float16 in its shards already; so in the ONNX file.
@@ -194,21 +195,27 @@ def _manifest(
     result: TrainResult,
     counts: dict[str, int],
     unreadable: int,
+    teacher: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     base_licence = base["license"]
     dataset, kinds = datasets[0], [d.kind for d in datasets]
     research_data = [kind for kind in kinds if kind in RESEARCH_DATASETS]
-    research = bool(research_data) or bool(base_licence.get("research_only"))
-    sources = research_data or [dataset.kind]
-    if base_licence.get("research_only"):
-        sources.append(f"the base bundle {base['name']}")
+    # A student distilled from a research-only teacher learnt from that teacher's data.
+    research_parents = [
+        f"the {role} {parent['name']}"
+        for role, parent in (("base bundle", base), ("teacher", teacher))
+        if parent is not None and parent["license"].get("research_only")
+    ]
+    research = bool(research_data or research_parents)
+    sources = (research_data or [dataset.kind]) + research_parents
     name = options.name or options.out.name
     return {
         "schema": 1,
         "name": name,
         "description": (
             f"{base['name']} fine-tuned by AgeLens ({options.config.mode}, task "
-            f"{options.config.task}) on {' and '.join(kinds)}, {options.size}x{options.size} chips."
+            f"{options.config.task}) on {' and '.join(kinds)}, {options.size}x{options.size} chips"
+            + (f", distilled from {teacher['name']}." if teacher is not None else ".")
         ),
         "task": "age",
         "input": {**base["input"], "size": options.size},
@@ -237,6 +244,7 @@ def _manifest(
             "malformed": sum(len(d.malformed) for d in datasets),
             "unreadable": unreadable,
             "base": base["name"],
+            "teacher": None if teacher is None else teacher["name"],
             "config": result.config,
             "epochs_run": len(result.history),
             "best_epoch": result.best_epoch,

@@ -29,7 +29,13 @@ from agelens.networks.resnet10 import AgeNet
 from agelens.training.augmentation import Normalise, augment
 from agelens.training.config import LabelledChips, TrainConfig, TrainResult
 from agelens.training.head_only import train_head
-from agelens.training.objective import Objective, class_ages_for, group_weights, widen_head
+from agelens.training.objective import (
+    Objective,
+    class_ages_for,
+    distillation_loss,
+    group_weights,
+    widen_head,
+)
 from agelens.training.tail import train_tail
 from agelens.training.validation import BestSoFar, end_epoch, evaluate
 
@@ -133,6 +139,7 @@ def _finetune(
     chips = torch.from_numpy(train_set.chips).to(device)
     ages = torch.from_numpy(train_set.ages).to(device)
     groups = torch.from_numpy(train_set.groups).to(device)
+    teacher = None if train_set.teacher is None else torch.from_numpy(train_set.teacher).to(device)
     history: list[dict[str, float]] = []
     best = BestSoFar(net, config.patience)
     averaged: list[dict[str, torch.Tensor]] = []
@@ -146,7 +153,10 @@ def _finetune(
             if config.augment:
                 pixels = augment(pixels, generator, config.low_resolution)
             x = normalise.pixels(pixels)
-            loss = objective.loss(net(x), ages[index], groups[index])
+            logits = net(x)
+            loss = objective.loss(logits, ages[index], groups[index])
+            if teacher is not None:
+                loss = loss + config.teacher_weight * distillation_loss(logits, teacher[index])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -122,6 +122,12 @@ class Objective:
         return {"mae": mae, "accuracy": accuracy, "score": score}
 
 
+def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || network), averaged over the batch: the teacher is the starting network
+    in tail mode (learning without forgetting) or a stronger bundle (distillation)."""
+    return functional.kl_div(functional.log_softmax(logits, dim=1), teacher, reduction="batchmean")
+
+
 def group_weights(groups: NDArray[np.int64], scheme: GroupScheme | None) -> torch.Tensor:
     """Inverse-frequency weights, normalised to average 1 over the samples."""
     if scheme is None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agelens.data.chip_cache import AlignmentSettings, ChipSet, load_chips
 from agelens.data.datasets import Dataset, read_dataset, split_of, unique_samples, write_split
@@ -14,6 +15,8 @@ from agelens.errors import DatasetError
 from agelens.models.bundles import DEFAULT_BUNDLE, FP32, Bundle, load_bundle
 from agelens.training.augmentation import Normalise
 from agelens.training.config import LabelledChips, TrainConfig
+from agelens.training.objective import class_ages_for
+from agelens.training.teacher import teacher_distributions
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +44,14 @@ class JobOptions:
         return (self.data, *self.more_data)
 
 
-def labelled(chips: ChipSet, rows: list[int], scheme: GroupScheme | None) -> LabelledChips:
-    """Chips of ``rows`` with ages (NaN when unknown) and group indices (-1 when unknown)."""
+def labelled(
+    chips: ChipSet,
+    rows: list[int],
+    scheme: GroupScheme | None,
+    teacher: NDArray[np.float32] | None = None,
+) -> LabelledChips:
+    """Chips of ``rows`` with ages (NaN when unknown), group indices (-1 when unknown) and
+    the teacher's distributions for those rows, if any."""
     ages = np.array(
         [np.nan if chips.samples[r].age is None else chips.samples[r].age for r in rows],
         dtype=np.float32,
@@ -61,7 +70,7 @@ def labelled(chips: ChipSet, rows: list[int], scheme: GroupScheme | None) -> Lab
                 groups[position] = index[sample.group]
             elif sample.age is not None:
                 groups[position] = index[scheme.group_of(sample.age)]
-    return LabelledChips(chips.chips[rows], ages, groups)
+    return LabelledChips(chips.chips[rows], ages, groups, teacher)
 
 
 def split_rows(chips: ChipSet) -> dict[str, list[int]]:
@@ -76,14 +85,17 @@ def _usable(data: LabelledChips, task: str) -> LabelledChips:
     keep = data.groups >= 0
     if task == "age":
         keep = keep | ~np.isnan(data.ages)
-    return LabelledChips(data.chips[keep], data.ages[keep], data.groups[keep])
+    teacher = None if data.teacher is None else data.teacher[keep]
+    return LabelledChips(data.chips[keep], data.ages[keep], data.groups[keep], teacher)
 
 
 def _joined(parts: list[LabelledChips]) -> LabelledChips:
+    teachers = [p.teacher for p in parts]
     return LabelledChips(
         np.concatenate([p.chips for p in parts]),
         np.concatenate([p.ages for p in parts]),
         np.concatenate([p.groups for p in parts]),
+        None if any(t is None for t in teachers) else np.concatenate(teachers),  # type: ignore[arg-type]
     )
 
 
@@ -98,6 +110,7 @@ class PreparedData:
     normalise: Normalise
     unreadable: int
     more: list[Dataset] = field(default_factory=list)
+    teacher: Bundle | None = None
 
 
 def prepare(options: JobOptions, *, show_progress: bool = True) -> PreparedData:
@@ -109,6 +122,9 @@ def prepare(options: JobOptions, *, show_progress: bool = True) -> PreparedData:
     if options.more_data and options.scheme is None:
         raise DatasetError("training on several datasets needs a group scheme (--groups)")
     base = load_bundle(options.base, precision=FP32)
+    teacher_name = options.config.teacher
+    teacher = load_bundle(teacher_name, precision=FP32) if teacher_name else None
+    class_ages = class_ages_for(options.config.max_age)
     settings = AlignmentSettings(options.size, base.chip_padding, options.border, options.aligned)
     options.out.mkdir(parents=True, exist_ok=True)
     datasets, parts, counts, unreadable = [], [], {}, 0
@@ -125,11 +141,28 @@ def prepare(options: JobOptions, *, show_progress: bool = True) -> PreparedData:
             show_progress=show_progress,
         )
         rows = split_rows(chips)
-        parts.append({n: _usable(labelled(chips, rows[n], options.scheme), task) for n in rows})
+        taught = None
+        if teacher is not None:
+            # Only the training faces: val and test are scored against their labels.
+            taught = teacher_distributions(
+                teacher,
+                unique,
+                [chips.digests[row] for row in rows["train"]],
+                class_ages,
+                aligned=options.aligned,
+                cache_dir=options.cache_dir,
+                show_progress=show_progress,
+            )
+        teachers = {"train": taught, "val": None, "test": None}
+        parts.append(
+            {n: _usable(labelled(chips, rows[n], options.scheme, teachers[n]), task) for n in rows}
+        )
         datasets.append(dataset)
         unreadable += len(chips.unreadable)
     sets = {name: _joined([part[name] for part in parts]) for name in ("train", "val", "test")}
     if len(sets["train"].chips) == 0 or len(sets["val"].chips) == 0:
         raise DatasetError(f"{options.data}: too few labelled images for a train and a val split")
     normalise = Normalise(base.mean, base.scale)
-    return PreparedData(datasets[0], base, counts, sets, normalise, unreadable, datasets[1:])
+    return PreparedData(
+        datasets[0], base, counts, sets, normalise, unreadable, datasets[1:], teacher
+    )

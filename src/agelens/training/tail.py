@@ -30,14 +30,13 @@ import onnxruntime as ort
 import torch
 from numpy.typing import NDArray
 from torch import nn
-from torch.nn import functional
 
 from agelens.networks.graph_age_net import GraphAgeNet
 from agelens.networks.resnet10 import export_module
 from agelens.pipeline.runtime import open_session
 from agelens.training.augmentation import Normalise
 from agelens.training.config import LabelledChips
-from agelens.training.objective import Objective
+from agelens.training.objective import Objective, distillation_loss
 from agelens.training.validation import BestSoFar, end_epoch, val_scores
 
 _CHUNK = 64
@@ -64,11 +63,12 @@ def cached_activations(
 ) -> NDArray[np.float16]:
     """Node ``cut``'s activation for every chip, float16, memory-mapped from ``cache_dir``.
 
-    The file is named by the network's weights, the node and the chips' bytes; one
+    The file is named by the weights that compute the node (so a bundle whose tail was
+    trained, started from again, reuses it), the node and the chips' bytes; one
     interrupted part way is continued where it stopped.
     """
     identity = hashlib.sha1(cut.encode())
-    for tensor in net.state_dict().values():
+    for tensor in [*net.graph.parameters_between("", cut), *net.graph.buffers()]:
         identity.update(tensor.detach().cpu().numpy().tobytes())
     identity.update(np.ascontiguousarray(chips).data)
     path = cache_dir / f"activations-{identity.hexdigest()[:20]}.npy"
@@ -181,11 +181,6 @@ def train_tail(
             break
     best.restore()
     return history, best.epoch
-
-
-def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """KL(teacher || student), averaged over the batch: learning without forgetting."""
-    return functional.kl_div(functional.log_softmax(logits, dim=1), teacher, reduction="batchmean")
 
 
 def l2sp_penalty(parameters: list[nn.Parameter], start: list[torch.Tensor]) -> torch.Tensor:
