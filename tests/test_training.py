@@ -125,6 +125,49 @@ def test_two_training_steps_lower_the_loss(face_dataset, bundle, base_net, tmp_p
     assert loss_of(result.net) < before
 
 
+def test_a_finetune_run_stopped_part_way_resumes_to_the_same_end(
+    face_dataset, bundle, base_net, tmp_path
+):
+    data = labelled(_chips(face_dataset), list(range(32)), None)
+    normalise = Normalise(bundle.mean, bundle.scale)
+    config = TrainConfig(epochs=3, batch_size=16, patience=5, average_last=2)
+    whole = train(base_net, data, data, normalise, config)
+    checkpoint = tmp_path / "checkpoint.pt"
+
+    class Stopped(Exception):
+        pass
+
+    def stop_in_epoch_two(row: dict[str, float]) -> None:
+        if row["epoch"] == 2:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        train(
+            base_net,
+            data,
+            data,
+            normalise,
+            config,
+            on_epoch=stop_in_epoch_two,
+            checkpoint=checkpoint,
+        )
+    epochs_run: list[float] = []
+    resumed = train(
+        base_net,
+        data,
+        data,
+        normalise,
+        config,
+        on_epoch=lambda row: epochs_run.append(row["epoch"]),
+        checkpoint=checkpoint,
+    )
+    assert epochs_run[:2] == [2, 3]  # then the average of the last two epochs' weights
+    assert [r["val_loss"] for r in resumed.history] == pytest.approx(
+        [r["val_loss"] for r in whole.history], rel=1e-4
+    )
+    assert resumed.best_epoch == whole.best_epoch
+
+
 def test_device_choice_falls_back_to_the_cpu_and_rejects_what_is_missing(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device("auto") == pick_device("cpu") == torch.device("cpu")

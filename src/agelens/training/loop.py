@@ -27,6 +27,7 @@ from agelens.decisions.groups import GroupScheme
 from agelens.networks.graph_age_net import GraphAgeNet
 from agelens.networks.resnet10 import AgeNet
 from agelens.training.augmentation import Normalise, augment
+from agelens.training.checkpoint import resume_checkpoint, save_checkpoint
 from agelens.training.config import LabelledChips, TrainConfig, TrainResult
 from agelens.training.head_only import train_head
 from agelens.training.objective import (
@@ -58,7 +59,8 @@ def train(
 
     On a GPU (``device``) the random draws still come from one CPU generator, so a seed
     shuffles and augments alike on any device. ``tail`` mode caches activations in
-    ``cache_dir`` and checkpoints each epoch to ``checkpoint``, from which it resumes.
+    ``cache_dir``; ``finetune`` and ``tail`` checkpoint each epoch to ``checkpoint``, from
+    which a run started again resumes.
     """
     device = device or torch.device("cpu")
     torch.manual_seed(config.seed)
@@ -94,7 +96,7 @@ def train(
         )
     else:
         history, best_epoch = _finetune(
-            net, train_set, val_set, normalise, objective, generator, on_epoch, on_step
+            net, train_set, val_set, normalise, objective, generator, on_epoch, on_step, checkpoint
         )
     return TrainResult(
         net.cpu().eval(),
@@ -116,6 +118,7 @@ def _finetune(
     generator: torch.Generator,
     on_epoch: Callable[[dict[str, float]], None] | None,
     on_step: Callable[[int, int], None] | None,
+    checkpoint: Path | None = None,
 ) -> tuple[list[dict[str, float]], int]:
     config = objective.config
     backbone = [p for name, p in net.named_parameters() if not name.startswith("head.")]
@@ -140,10 +143,13 @@ def _finetune(
     ages = torch.from_numpy(train_set.ages).to(device)
     groups = torch.from_numpy(train_set.groups).to(device)
     teacher = None if train_set.teacher is None else torch.from_numpy(train_set.teacher).to(device)
-    history: list[dict[str, float]] = []
     best = BestSoFar(net, config.patience)
-    averaged: list[dict[str, torch.Tensor]] = []
-    for epoch in range(1, config.epochs + 1):
+    progress = resume_checkpoint(checkpoint, net, optimiser, generator, best)
+    if progress.epoch:
+        scheduler.load_state_dict(progress.extra["scheduler"])
+    history = progress.history
+    averaged: list[dict[str, torch.Tensor]] = progress.extra.get("averaged", [])
+    for epoch in progress.epochs_left(config.epochs):
         net.train()
         order = torch.randperm(len(chips), generator=generator)
         running, seen = 0.0, 0
@@ -173,6 +179,10 @@ def _finetune(
         stop = end_epoch(history, row, best, on_epoch)
         if epoch > config.epochs - config.average_last:
             averaged.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        if checkpoint is not None:
+            progress.epoch, progress.stopped = epoch, stop
+            progress.extra = {"scheduler": scheduler.state_dict(), "averaged": averaged}
+            save_checkpoint(checkpoint, net, optimiser, generator, best, progress)
         if stop:
             break
     if len(averaged) > 1:

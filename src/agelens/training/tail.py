@@ -18,7 +18,6 @@ Each epoch is checkpointed; a run started again with the same checkpoint resumes
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import tempfile
@@ -35,6 +34,7 @@ from agelens.networks.graph_age_net import GraphAgeNet
 from agelens.networks.resnet10 import export_module
 from agelens.pipeline.runtime import open_session
 from agelens.training.augmentation import Normalise
+from agelens.training.checkpoint import resume_checkpoint, save_checkpoint
 from agelens.training.config import LabelledChips
 from agelens.training.objective import Objective, distillation_loss
 from agelens.training.validation import BestSoFar, end_epoch, val_scores
@@ -136,17 +136,10 @@ def train_tail(
         weight_decay=decay,
     )
     val_ages, val_groups = torch.from_numpy(val_set.ages), torch.from_numpy(val_set.groups)
-    history: list[dict[str, float]] = []
     best = BestSoFar(net, config.patience)
-    first = 1
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
-        net.load_state_dict(state["net"])
-        optimiser.load_state_dict(state["optimiser"])
-        generator.set_state(state["generator"])
-        history, first = state["history"], state["epoch"] + 1
-        best.score, best.epoch, best.waited, best.state = state["best"]
-    for epoch in range(first, config.epochs + 1):
+    progress = resume_checkpoint(checkpoint, net, optimiser, generator, best)
+    history = progress.history
+    for epoch in progress.epochs_left(config.epochs):
         net.train()
         order = torch.randperm(len(train_x), generator=generator)
         running, seen = 0.0, 0
@@ -176,7 +169,8 @@ def train_tail(
         }
         stop = end_epoch(history, row, best, on_epoch)
         if checkpoint is not None:
-            _save(checkpoint, net, optimiser, generator, history, epoch, best)
+            progress.epoch, progress.stopped = epoch, stop
+            save_checkpoint(checkpoint, net, optimiser, generator, best, progress)
         if stop:
             break
     best.restore()
@@ -196,25 +190,3 @@ def _distributions(net: GraphAgeNet, cut: str, activations: NDArray[np.float16])
             x = torch.from_numpy(np.asarray(activations[start : start + 256], dtype=np.float32))
             outputs.append(torch.softmax(net.tail(x, cut), dim=1))
     return torch.cat(outputs)
-
-
-def _save(
-    path: Path,
-    net: nn.Module,
-    optimiser: torch.optim.Optimizer,
-    generator: torch.Generator,
-    history: list[dict[str, float]],
-    epoch: int,
-    best: BestSoFar,
-) -> None:
-    state = {
-        "net": net.state_dict(),
-        "optimiser": optimiser.state_dict(),
-        "generator": generator.get_state(),
-        "history": history,
-        "epoch": epoch,
-        "best": (best.score, best.epoch, best.waited, copy.deepcopy(best.state)),
-    }
-    partial = path.with_suffix(".tmp")
-    torch.save(state, partial)
-    partial.replace(path)
