@@ -60,7 +60,11 @@ def test_a_job_with_a_teacher_records_it_and_inherits_its_licence(face_dataset, 
         f"utkface:{face_dataset}", tmp_path / "student", config, IMFDB, cache_dir=tmp_path / "c"
     )
     manifest = run(options, show_progress=False)
-    assert manifest["training"]["teacher"] == "agelens-utk-v1"
+    teacher = load_bundle("agelens-utk-v1")
+    assert manifest["training"]["teacher"] == {
+        "name": "agelens-utk-v1",
+        "sha256": teacher.manifest["artifact"]["sha256"],
+    }
     assert manifest["training"]["config"]["teacher_weight"] == 0.5
     assert "the teacher agelens-utk-v1" in manifest["license"]["note"]
     assert "distilled from agelens-utk-v1" in manifest["description"]

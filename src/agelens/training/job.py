@@ -244,7 +244,10 @@ def _manifest(
             "malformed": sum(len(d.malformed) for d in datasets),
             "unreadable": unreadable,
             "base": base["name"],
-            "teacher": None if teacher is None else teacher["name"],
+            # By its weights' hash too: a bundle of the same name may be retrained later.
+            "teacher": None
+            if teacher is None
+            else {"name": teacher["name"], "sha256": teacher.get("artifact", {}).get("sha256")},
             "config": result.config,
             "epochs_run": len(result.history),
             "best_epoch": result.best_epoch,
