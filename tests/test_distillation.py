@@ -7,6 +7,7 @@ import numpy as np
 
 from agelens.data.chip_cache import AlignmentSettings, load_chips
 from agelens.data.datasets import read_dataset, unique_samples
+from agelens.data.teacher_labels import regrid_matrix
 from agelens.decisions.groups import IMFDB
 from agelens.models.bundles import FP32, load_bundle
 from agelens.networks.resnet10 import load_onnx_weights
@@ -16,7 +17,6 @@ from agelens.training.job import run
 from agelens.training.loop import train
 from agelens.training.objective import class_ages_for
 from agelens.training.prepared import JobOptions
-from agelens.training.teacher import regrid_matrix
 
 
 def test_regrid_moves_mass_to_the_nearest_ages_and_keeps_the_expected_age():

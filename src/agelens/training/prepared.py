@@ -10,13 +10,13 @@ from numpy.typing import NDArray
 
 from agelens.data.chip_cache import AlignmentSettings, ChipSet, load_chips
 from agelens.data.datasets import Dataset, read_dataset, split_of, unique_samples, write_split
+from agelens.data.teacher_labels import teacher_distributions
 from agelens.decisions.groups import GroupScheme
 from agelens.errors import DatasetError
 from agelens.models.bundles import DEFAULT_BUNDLE, FP32, Bundle, load_bundle
 from agelens.training.augmentation import Normalise
 from agelens.training.config import LabelledChips, TrainConfig
 from agelens.training.objective import class_ages_for
-from agelens.training.teacher import teacher_distributions
 
 
 @dataclass(frozen=True, slots=True)
