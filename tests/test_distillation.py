@@ -4,6 +4,7 @@ onto the student's ages, the loss that learns them, and the job that records the
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from agelens.data.chip_cache import AlignmentSettings, load_chips
 from agelens.data.datasets import read_dataset, unique_samples
@@ -52,6 +53,12 @@ def test_a_student_learns_the_teachers_distribution(face_dataset):
     maes = [row["val_mae"] for row in result.history]
     # With nothing else to learn from, the faces' expected age goes to the teacher's 60.
     assert maes[-1] < min(0.5, maes[0]), maes
+
+
+def test_a_teacher_outside_finetune_mode_is_refused_not_ignored():
+    for mode in ("head", "tail"):
+        with pytest.raises(ValueError, match="finetune"):
+            TrainConfig(mode=mode, teacher="agelens-utk-v1")
 
 
 def test_a_job_with_a_teacher_records_it_and_inherits_its_licence(face_dataset, tmp_path):

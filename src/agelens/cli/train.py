@@ -170,32 +170,30 @@ def train(
         raise fail("--task is age or groups; --mode is head, finetune or tail", 2)
     if (mode == "tail") != bool(start_from):
         raise fail("--mode tail and --from NODE go together", 2)
-    if teacher and mode != "finetune":
-        raise fail("--teacher trains a student in --mode finetune", 2)
     if border not in BORDERS:
         raise fail(f"--border is one of {', '.join(BORDERS)}", 2)
     try:
         scheme = resolve_scheme(groups)
         pick_device(device)
+        config = TrainConfig(
+            task=task,  # type: ignore[arg-type]
+            mode=mode,  # type: ignore[arg-type]
+            epochs=epochs,
+            learning_rate=learning_rate,
+            backbone_lr_ratio=backbone_lr_ratio,
+            class_weights=class_weights,
+            augment=not no_augment,
+            low_resolution=low_resolution,
+            patience=patience,
+            seed=seed,
+            cut=start_from,
+            distill=distill,
+            l2sp=l2sp,
+            teacher=teacher,
+            teacher_weight=teacher_weight,
+        )
     except ValueError as error:
         raise fail(str(error), 2) from error
-    config = TrainConfig(
-        task=task,  # type: ignore[arg-type]
-        mode=mode,  # type: ignore[arg-type]
-        epochs=epochs,
-        learning_rate=learning_rate,
-        backbone_lr_ratio=backbone_lr_ratio,
-        class_weights=class_weights,
-        augment=not no_augment,
-        low_resolution=low_resolution,
-        patience=patience,
-        seed=seed,
-        cut=start_from,
-        distill=distill,
-        l2sp=l2sp,
-        teacher=teacher,
-        teacher_weight=teacher_weight,
-    )
     options = JobOptions(
         data[0],
         out_dir,

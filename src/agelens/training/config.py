@@ -47,6 +47,12 @@ class TrainConfig:
     teacher: str = ""
     teacher_weight: float = 1.0
 
+    def __post_init__(self) -> None:
+        # Only the fine-tuning loop learns from a teacher: elsewhere it would be computed
+        # and silently ignored.
+        if self.teacher and self.mode != "finetune":
+            raise ValueError("a teacher (--teacher) trains a student in --mode finetune only")
+
 
 @dataclass(slots=True)
 class LabelledChips:
