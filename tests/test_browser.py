@@ -191,3 +191,13 @@ def test_a_group_photo_gets_labels_that_do_not_overlap_inside_the_photo(page, as
     frame = page.locator(".photo-frame").bounding_box()
     caption = page.locator("#caption").bounding_box()
     assert caption["y"] >= frame["y"] + frame["height"] - 0.5  # boxes stay off the caption
+
+
+def test_the_page_says_why_a_face_was_referred(page, astronaut, tmp_path):
+    photo = tmp_path / "grey.png"
+    Image.fromarray(astronaut).convert("L").save(photo)
+    page.fill("#over", "18")
+    page.fill("#buffer", "0")
+    page.set_input_files("#photo", str(photo))
+    page.wait_for_selector("#faces tbody tr.face-row .reason")
+    assert "no colour" in page.locator("#faces tbody tr.face-row .reason").first.inner_text()

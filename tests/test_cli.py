@@ -37,6 +37,7 @@ def test_help_on_every_command():
             for name in (
                 "predict",
                 "gate",
+                "verify",
                 "models",
                 "evaluate",
                 "serve",
@@ -63,7 +64,17 @@ def test_predict_json_over_a_folder(photos: Path):
     assert set(records) == {"astronaut.png", "hopper.jpg", "wall.jpg"}
     (face,) = records["astronaut.png"]["faces"]
     expected = {"box", "score", "landmarks", "age", "interval", "label", "group", "groups"}
-    assert set(face) == expected
+    assert set(face) == expected | {"quality"}
+    assert set(face["quality"]) == {
+        "eye_distance",
+        "sharpness",
+        "brightness",
+        "clipped",
+        "yaw",
+        "pitch",
+        "roll",
+        "colour",
+    }
     assert 30 <= face["age"] <= 55 and len(face["box"]) == 4 and len(face["landmarks"]) == 5
     assert face["interval"][0] <= face["age"] <= face["interval"][1]
     assert set(face["group"]) == {"label", "probability"}
@@ -117,14 +128,18 @@ def test_predict_bad_options_are_usage_errors(photos: Path):
 
 
 def test_gate_exit_codes(photos: Path, tmp_path: Path):
-    passed = runner.invoke(app, ["gate", str(photos / "hopper.jpg"), "--over", "18", "--json"])
+    astronaut = str(photos / "astronaut.png")
+    passed = runner.invoke(app, ["gate", astronaut, "--over", "18", "--buffer", "0", "--json"])
     assert passed.exit_code == 0 and json_lines(passed.stdout)[0]["decision"] == "pass"
-    refer = runner.invoke(
-        app, ["gate", str(photos / "hopper.jpg"), "--over", "70", "--buffer", "20"]
-    )
+    assert json_lines(passed.stdout)[0]["faces"][0]["reasons"] == []
+    refer = runner.invoke(app, ["gate", astronaut, "--over", "70", "--buffer", "20"])
     assert refer.exit_code == 3 and "REFER: check an ID" in refer.output
     words = " ".join(refer.output.split())
-    assert "is under 90 -> refer" in words and "passes at" not in words
+    assert "-> refer estimated age" in words and "is under 90" in words
+    # A scanned print's grain: referred whatever the age, and the reason is given.
+    grainy = runner.invoke(app, ["gate", str(photos / "hopper.jpg"), "--json"])
+    record = json_lines(grainy.stdout)[0]
+    assert grainy.exit_code == 3 and record["faces"][0]["reasons"][0].startswith("face grainy")
     nobody = runner.invoke(app, ["gate", str(photos / "wall.jpg")])
     assert nobody.exit_code == 4 and "NO_FACE" in nobody.output
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n")

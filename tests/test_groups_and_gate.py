@@ -121,12 +121,33 @@ def test_lower_bound_rule_reads_the_interval():
         GatePolicy(18, 7, "median")
 
 
-def test_bundle_gate_policy_applies_to_its_threshold_only():
+def test_bundle_gate_policy_keeps_its_fitted_rule_at_every_threshold():
     bundle = load_bundle()
     gate = {"over": 18, "buffer": 1.5, "rule": "lower_bound"}
     fitted = Bundle("x", {**bundle.manifest, "gate": gate}, bundle.model_path, bundle.folder)
-    assert fitted.gate_policy(18) == GatePolicy(18, 1.5, "lower_bound")
-    assert fitted.gate_policy(21) == GatePolicy(21, CHALLENGE_BUFFER)
+    limits = fitted.quality_limits
+    assert fitted.gate_policy(18) == GatePolicy(18, 1.5, "lower_bound", limits)
+    assert fitted.gate_policy(21) == GatePolicy(21, 1.5, "lower_bound", limits)
+    unfitted = Bundle("y", {**bundle.manifest, "gate": {}}, bundle.model_path, bundle.folder)
+    assert unfitted.gate_policy(21) == GatePolicy(21, CHALLENGE_BUFFER, quality=limits)
+
+
+@pytest.mark.parametrize("name", ["cydral-v1", "agelens-research-v2-fast", "agelens-utk-v1"])
+def test_a_higher_threshold_never_passes_a_face_a_lower_one_refers(name):
+    bundle = load_bundle(name, verify=False)
+    rng = np.random.default_rng(5)
+    faces = []
+    for age in rng.uniform(5, 75, 400):
+        low = age - rng.uniform(0, 20)
+        faces.append(Face((0, 0, 10, 10), 0.9, [], age, (low, age + 5), "X", 1.0, {"X": 1.0}))
+    passed_before = None
+    for over in np.arange(13, 25.5, 0.5):
+        policy = bundle.gate_policy(float(over))
+        passed = np.array([policy.decide(face) is Decision.PASS for face in faces])
+        if passed_before is not None:
+            assert not (passed & ~passed_before).any(), f"{name}: over {over} passes more"
+        passed_before = passed
+    assert passed_before is not None and passed_before.sum() < len(faces)
 
 
 def test_many_edges_are_refused_and_membership_needs_no_square_memory():

@@ -8,6 +8,8 @@ import shutil
 from typer.testing import CliRunner
 
 from agelens.cli.main import app
+from agelens.decisions.quality import QualityLimits
+from agelens.evaluation.domains import DOMAINS
 from agelens.models.bundles import load_bundle
 
 runner = CliRunner()
@@ -111,9 +113,10 @@ def test_calibrate_writes_intervals_and_gate_into_a_copy(face_dataset, tmp_path)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["calibration"]["precision"] == "fp32"
-    assert manifest["calibration"]["n"] == 90 and set(manifest["calibration"]["quantiles"]) >= {
-        "0.9"
-    }
+    # Fitted on every domain of the suite: each of the 90 faces five times over.
+    assert manifest["calibration"]["domains"] == dict.fromkeys(DOMAINS, 90)
+    assert manifest["calibration"]["n"] == 450 and "0.9" in manifest["calibration"]["quantiles"]
+    assert QualityLimits.from_dict(manifest["quality"]) == QualityLimits()
     # No 13-17-year-olds in these faces: the package's policy is kept, with a warning.
     assert manifest["gate"] == load_bundle().manifest["gate"]
     assert "only 0 people aged 13-17" in " ".join(result.output.split())
@@ -132,6 +135,7 @@ def test_calibrate_rejects_a_precision_the_bundle_lacks(face_dataset, tmp_path):
             "calibrate",
             "--data",
             f"utkface:{face_dataset}",
+            "--aligned",
             "--out",
             str(tmp_path),
             "--precision",

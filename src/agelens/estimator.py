@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from agelens.decisions.gate import Decision, GatePolicy
 from agelens.decisions.groups import IMFDB, GroupScheme, resolve_scheme
+from agelens.decisions.verify import ClaimCheck, check_claimed, verify
 from agelens.errors import BoxError
 from agelens.models.bundles import DEFAULT_BUNDLE, DEFAULT_DETECTOR, Bundle, load_bundle
 from agelens.pipeline.chips import Aligner, Box, landmark_box
@@ -21,6 +22,7 @@ from agelens.pipeline.faces import (
 )
 from agelens.pipeline.images import DEFAULT_MAX_PIXELS, ImageSource, RGBImage, load_image
 from agelens.pipeline.network import AgeModel
+from agelens.pipeline.quality import FaceQuality, measure
 
 #: Boxes a caller may give for one image: each costs a landmark fit and a chip.
 MAX_BOXES = 256
@@ -34,6 +36,7 @@ class _FaceCrop:
     box: Box
     score: float | None
     landmarks: list[tuple[float, float]]
+    quality: FaceQuality
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,8 @@ class GateResult:
     faces: list[Face]
     pass_age: float
     rule: str = "estimate"
+    #: Per face, why it was referred (empty when it passed).
+    reasons: list[list[str]] = field(default_factory=list)
 
 
 class AgeEstimator:
@@ -162,19 +167,21 @@ class AgeEstimator:
         for index, image in enumerate(images):
             for box, score, fit_box in self._face_boxes(image, boxes, aligned):
                 chip, landmarks = self.aligner.chip(image, fit_box)
-                crops.append(_FaceCrop(index, box, score, landmarks))
+                crops.append(_FaceCrop(index, box, score, landmarks, measure(image, landmarks)))
                 chips.append(chip)
         faces: list[list[Face]] = [[] for _ in images]
         if not chips:
             return faces
         flip = self.tta if tta is None else tta
         distributions = self.model.distributions(np.stack(chips), flip=flip)
+        limits = self.bundle.quality_limits
         summary = summarize(
             distributions,
             self.bundle.ages,
             scheme,
             self.interval_level,
             self.bundle.manifest.get("calibration"),
+            np.array([bool(limits.reasons(crop.quality)) for crop in crops]),
         )
         open_above, at_top = ceilings(distributions, summary.intervals, self.bundle.ages)
         top = float(max(self.bundle.ages))
@@ -198,6 +205,7 @@ class AgeEstimator:
                     distribution=distributions[row] if distribution else None,
                     ceiling=top if open_above[row] else None,
                     at_ceiling=bool(at_top[row]),
+                    quality=crop.quality,
                 )
             )
         return faces
@@ -211,8 +219,28 @@ class AgeEstimator:
         return self.decide(self.estimate(image), self.gate_policy(over, buffer))
 
     def gate_policy(self, over: float = 18, buffer: float | None = None) -> GatePolicy:
-        """The bundle's policy for ``over``, or the plain estimate rule with ``buffer``."""
-        return self.bundle.gate_policy(over) if buffer is None else GatePolicy(over, buffer)
+        """The bundle's policy for ``over``, or the plain estimate rule with ``buffer``;
+        either refers the faces that fail the bundle's quality check."""
+        if buffer is None:
+            return self.bundle.gate_policy(over)
+        return GatePolicy(over, buffer, quality=self.bundle.quality_limits)
+
+    def verify(self, image: ImageSource, claimed: float) -> tuple[ClaimCheck, list[Face]]:
+        """Is ``claimed`` (years) consistent with the face in the photo? See
+        :mod:`agelens.decisions.verify`; the faces come back with their distributions."""
+        claimed = check_claimed(claimed)
+        faces = self.estimate(image, distribution=True)
+        return self.check_claim(faces, claimed), faces
+
+    def check_claim(self, faces: list[Face], claimed: float) -> ClaimCheck:
+        """The claimed-age check for faces already estimated with their distributions."""
+        return verify(
+            faces,
+            claimed,
+            self.bundle.ages,
+            self.bundle.manifest.get("calibration"),
+            self.bundle.quality_limits,
+        )
 
     @staticmethod
     def over(faces: list[Face], threshold: float = 18, buffer: float = 7) -> GateResult:
@@ -228,6 +256,7 @@ class AgeEstimator:
             faces,
             policy.pass_age,
             policy.rule,
+            [policy.reasons(face) for face in faces],
         )
 
     def _face_boxes(

@@ -15,6 +15,7 @@ from agelens.batch import EstimatorPool
 from agelens.data.datasets import Sample
 from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
+from agelens.evaluation.domain_suite import predict_domain
 from agelens.evaluation.metrics import Prediction, predict_samples
 
 out = Console(soft_wrap=True)
@@ -81,10 +82,16 @@ def predict_with_progress(
     *,
     aligned: bool,
     distribution: bool = False,
+    domain: str | None = None,
 ) -> list[Prediction]:
-    """:func:`predict_samples` over a dataset, with a progress bar on a terminal."""
+    """:func:`predict_samples` over a dataset, with a progress bar on a terminal; with
+    ``domain``, over the face crops as that domain of the suite shows them."""
     with EstimatorPool(estimator) as pool, progress_bar(len(samples)) as progress:
         task = progress.add_task(label, total=len(samples))
+        if domain is not None:
+            return predict_domain(
+                pool, samples, domain, on_progress=partial(progress.advance, task)
+            )
         return list(
             predict_samples(
                 pool,

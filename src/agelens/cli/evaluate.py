@@ -25,7 +25,7 @@ from agelens.cli.common import (
 )
 from agelens.data.datasets import read_dataset, select_split
 from agelens.errors import AgeLensError
-from agelens.evaluation.metrics import metrics
+from agelens.evaluation.metrics import metrics, share_text
 from agelens.models.bundles import DEFAULT_BUNDLE
 
 
@@ -113,6 +113,7 @@ def _print_metrics(result: dict[str, Any]) -> None:
     if gate := result.get("gate"):
         table.add_row(
             f"gate over {gate['over']:g} (+{gate['buffer']:g})",
-            f"13-17 pass {gate['pass_13_17']:.1%}, 25+ pass {gate['pass_25_plus']:.1%}",
+            f"13-17 pass {share_text(gate['pass_13_17'])}, "
+            f"25+ pass {share_text(gate['pass_25_plus'])}",
         )
     out.print(table)

@@ -1,4 +1,5 @@
-"""The ``agelens`` command: predict, gate, models, evaluate, serve (and eda, train, calibrate)."""
+"""The ``agelens`` command: predict, gate, verify, models, evaluate, serve (and eda, train,
+calibrate)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rich.markup import escape
 from rich.padding import Padding
 
 from agelens import __version__
+from agelens.cli.calibrate import calibrate
 from agelens.cli.common import (
     JsonOption,
     ModelOption,
@@ -20,10 +22,10 @@ from agelens.cli.common import (
     fail,
     out,
 )
+from agelens.cli.decisions import gate, verify
 from agelens.cli.evaluate import evaluate
-from agelens.cli.gate import gate
 from agelens.cli.predict import predict
-from agelens.cli.train import calibrate, eda, train
+from agelens.cli.train import eda, train
 from agelens.models.bundles import DEFAULT_BUNDLE, describe_builtin_bundles
 
 #: The largest upload limit ``serve`` accepts: far above any photo.
@@ -135,5 +137,5 @@ def serve(
     )
 
 
-for command in (predict, gate, models, evaluate, serve, eda, train, calibrate):
+for command in (predict, gate, verify, models, evaluate, serve, eda, train, calibrate):
     app.command()(command)

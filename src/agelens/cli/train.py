@@ -1,36 +1,27 @@
-"""The ``agelens`` commands for your own data: eda, train, calibrate."""
+"""The ``agelens`` commands for your own data: eda and train."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from functools import partial
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.markup import escape
 
 from agelens.cli.common import (
-    AlignedOption,
     DataOption,
     GroupsOption,
     JsonOption,
-    ModelOption,
-    PrecisionOption,
     err,
     fail,
     out,
-    predict_with_progress,
     progress_bar,
 )
-from agelens.data.datasets import read_dataset, select_split, spec_label, unique_samples
-from agelens.decisions import calibration
-from agelens.decisions.gate import fit_policy, too_few_minors
+from agelens.data.datasets import read_dataset, unique_samples
 from agelens.decisions.groups import resolve_scheme
 from agelens.errors import AgeLensError
-from agelens.estimator import AgeEstimator
 from agelens.models.bundles import DEFAULT_BUNDLE
 from agelens.pipeline.chips import BORDERS
 
@@ -220,69 +211,3 @@ def train(
         err.print(f"[yellow]warning:[/] {escape(reason)}", highlight=False)
     metrics = manifest["metrics"]
     out.print_json(json.dumps({"bundle": str(out_dir), "metrics": metrics}))
-
-
-def calibrate(
-    data: DataOption,
-    model: ModelOption = DEFAULT_BUNDLE,
-    split: Annotated[str, typer.Option(help="Split to calibrate on (content-hash).")] = "val",
-    aligned: AlignedOption = False,
-    out_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", help="Write the calibrated manifest here (default: the bundle's folder)."
-        ),
-    ] = None,
-    precision: PrecisionOption = None,
-) -> None:
-    """Fit conformal 90% intervals and the gate buffer of a bundle on labelled ages.
-
-    One calibration serves every precision of a bundle; `--precision` picks the weights
-    it is fitted with, and the manifest records which.
-    """
-    try:
-        estimator = AgeEstimator(model, interval_level=0.9, precision=precision)
-        samples = [s for s in select_split(read_dataset(data), split) if s.age is not None]  # type: ignore[arg-type]
-    except (AgeLensError, ValueError) as error:
-        raise fail(str(error), 2) from error
-    if out_dir is None and "package" in estimator.bundle.manifest["artifact"]:
-        raise fail("this bundle's weights live in another package: give --out DIR", 2)
-    if len(samples) < calibration.MIN_FACES:
-        raise fail(
-            f"calibration needs at least {calibration.MIN_FACES} faces with ages, "
-            f"{data} has {len(samples)}",
-            2,
-        )
-    predictions = predict_with_progress(
-        estimator, samples, "Calibrating", aligned=aligned, distribution=True
-    )
-    distributions = np.stack([p.face.distribution for p in predictions])
-    truth = np.array([p.sample.age for p in predictions], dtype=np.float64)
-    manifest = dict(estimator.bundle.manifest)
-    manifest["calibration"] = {
-        **calibration.fit(distributions, estimator.bundle.ages, truth, split=split),
-        "data": spec_label(data),
-        "precision": estimator.bundle.precision,
-    }
-    policy = fit_policy(distributions, estimator.bundle.ages, manifest["calibration"], truth)
-    if (reason := too_few_minors(policy)) is None:
-        manifest["gate"] = policy
-    else:
-        kept = (
-            "the bundle's previous policy is kept"
-            if "gate" in manifest
-            else ("Challenge 25's rule applies")
-        )
-        err.print(f"[yellow]warning:[/] {escape(reason)}; {kept}", highlight=False)
-    folder = out_dir or estimator.bundle.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    source = estimator.bundle.folder
-    if source != folder:
-        artifacts = [manifest["artifact"], *manifest.get("variants", {}).values()]
-        for artifact in artifacts:
-            if "package" not in artifact:
-                shutil.copy2(source / artifact["path"], folder / artifact["path"])
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    out.print_json(
-        json.dumps({"calibration": manifest["calibration"], "gate": manifest.get("gate")})
-    )

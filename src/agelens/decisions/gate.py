@@ -10,8 +10,13 @@ Everyone else is referred, never refused: the gate narrows who must show ID.
 Two rules: ``estimate`` compares the estimated age with ``over + buffer``;
 ``lower_bound`` compares the lower end of the face's calibrated 90% interval, so a
 face the network is unsure of must look older to pass. A bundle calibrated by
-AgeLens stores the rule and buffer that, on validation data, let at most 2% of
-13-17-year-olds pass a gate over 18 while passing the most people aged 25+.
+AgeLens stores the rule and buffer that, on the validation faces of every domain of
+the suite (:mod:`agelens.evaluation.domains`), let at most 2% of 13-17-year-olds pass
+a gate over 18 while passing the most people aged 25+. A face that fails the quality
+check (:mod:`agelens.decisions.quality`) is referred whatever its estimate.
+
+The rate holds for photos like those it was fitted on: the suite models prints,
+webcams, CCTV and phones, not every source a user may bring.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agelens.decisions import calibration
+from agelens.decisions.quality import QualityLimits
 from agelens.pipeline.estimates import Face
 
 
@@ -41,11 +47,13 @@ RULES = (ESTIMATE, LOWER_BOUND)
 
 @dataclass(frozen=True, slots=True)
 class GatePolicy:
-    """Pass a face when its estimate (or its interval's lower end) reaches ``over + buffer``."""
+    """Pass a face when its estimate (or its interval's lower end) reaches ``over + buffer``
+    and, with ``quality``, when the face can be judged at all."""
 
     over: float = 18
     buffer: float = 7
     rule: str = ESTIMATE
+    quality: QualityLimits | None = None
 
     def __post_init__(self) -> None:
         # NaN compares false both ways, so a check written as "not within" catches it too.
@@ -64,8 +72,19 @@ class GatePolicy:
         """The age this policy compares with ``pass_age``."""
         return face.age if self.rule == ESTIMATE else face.interval[0]
 
+    def reasons(self, face: Face) -> list[str]:
+        """Why the face is referred; empty when it passes."""
+        found = self.quality.reasons(face.quality) if self.quality else []
+        if found:
+            return found
+        score = self.score(face)
+        if score >= self.pass_age:
+            return []
+        what = "estimated age" if self.rule == ESTIMATE else "lower end of the 90% interval"
+        return [f"{what} {score:.1f} is under {self.pass_age:g}"]
+
     def decide(self, face: Face) -> Decision:
-        return Decision.PASS if self.score(face) >= self.pass_age else Decision.REFER
+        return Decision.REFER if self.reasons(face) else Decision.PASS
 
     def decide_image(self, faces: list[Face]) -> Decision:
         """Overall answer for a photo: it passes only when it has faces and every one passes."""
@@ -96,13 +115,11 @@ def pass_rates(
     return rate(minors), rate(adults)
 
 
-def _smallest_buffer(
-    scores: NDArray[np.floating], truth: NDArray[np.floating], over: float, max_minor_pass: float
-) -> float:
-    buffer = 0.0
-    while buffer < 40 and pass_rates(scores, truth, over + buffer)[0] > max_minor_pass:
-        buffer += 0.5
-    return buffer
+#: One domain's fitting faces: expected ages, interval lower ends, true ages, and which
+#: faces the quality check lets be judged (the others are never passed).
+DomainScores = tuple[
+    NDArray[np.floating], NDArray[np.floating], NDArray[np.floating], NDArray[np.bool_]
+]
 
 
 def choose_policy(
@@ -112,30 +129,64 @@ def choose_policy(
     *,
     over: float = 18,
     max_minor_pass: float = 0.02,
-) -> dict[str, float | str]:
-    """The rule and smallest buffer (0.5-year steps) letting at most ``max_minor_pass`` of
-    13-17-year-olds pass; of the two rules, the one passing more people aged 25+.
+) -> dict[str, Any]:
+    """:func:`choose_policy_domains` for one set of faces, all of which can be judged."""
+    judged = np.ones(len(true_ages), dtype=bool)
+    return choose_policy_domains(
+        {"val": (estimates, lower_bounds, true_ages, judged)},
+        over=over,
+        max_minor_pass=max_minor_pass,
+    )
 
-    Fitted on validation data, stored in a bundle as its default gate policy.
+
+def choose_policy_domains(
+    domains: dict[str, DomainScores], *, over: float = 18, max_minor_pass: float = 0.02
+) -> dict[str, Any]:
+    """The rule and smallest buffer (0.5-year steps) letting at most ``max_minor_pass`` of
+    13-17-year-olds pass in the worst domain; of the two rules, the one passing more people
+    aged 25+ on average over the domains.
+
+    Faces the quality check refers never pass. Fitted on validation data, stored in a
+    bundle as its default gate policy.
     """
+
+    def rates(rule_index: int, pass_age: float) -> dict[str, tuple[float, float]]:
+        return {
+            name: pass_rates(np.where(judged, scores[rule_index], -np.inf), truth, pass_age)
+            for name, (*scores, truth, judged) in domains.items()
+        }
+
     candidates = []
-    for rule, scores in ((ESTIMATE, estimates), (LOWER_BOUND, lower_bounds)):
-        buffer = _smallest_buffer(scores, true_ages, over, max_minor_pass)
-        minors, adults = pass_rates(scores, true_ages, over + buffer)
-        candidates.append((adults, -buffer, rule, buffer, minors))
-    adults, _, rule, buffer, minors = max(candidates)
-    truth = np.asarray(true_ages)
-    return {
+    for index, rule in enumerate((ESTIMATE, LOWER_BOUND)):
+        buffer = 0.0
+        while buffer < MAX_BUFFER and max(m for m, _ in rates(index, over + buffer).values()) > (
+            max_minor_pass
+        ):
+            buffer += 0.5
+        found = rates(index, over + buffer)
+        adults = float(np.nanmean([a for _, a in found.values()]))
+        candidates.append((adults, -buffer, rule, buffer, found))
+    adults, _, rule, buffer, found = max(candidates, key=lambda c: c[:2])
+    minors_of = lambda truth: int(((truth >= MINORS[0]) & (truth <= MINORS[1])).sum())  # noqa: E731
+    policy: dict[str, Any] = {
         "over": over,
         "rule": rule,
         "buffer": buffer,
         "max_minor_pass": max_minor_pass,
         "chosen_on": "val",
-        "val_pass_13_17": round(minors, 4),
+        "val_pass_13_17": round(max(m for m, _ in found.values()), 4),
         "val_pass_25_plus": round(adults, 4),
-        "val_minors": int(((truth >= MINORS[0]) & (truth <= MINORS[1])).sum()),
-        "val_adults": int((truth >= ADULTS_FROM).sum()),
+        "val_minors": min(minors_of(np.asarray(truth)) for *_, truth, _ in domains.values()),
+        "val_adults": min(
+            int((np.asarray(t) >= ADULTS_FROM).sum()) for *_, t, _ in domains.values()
+        ),
     }
+    if len(domains) > 1:
+        policy["domains"] = {
+            name: {"pass_13_17": round(m, 4), "pass_25_plus": round(a, 4)}
+            for name, (m, a) in found.items()
+        }
+    return policy
 
 
 def too_few_minors(policy: dict[str, Any]) -> str | None:
@@ -154,8 +205,24 @@ def fit_policy(
     class_ages: list[float],
     calibration_record: dict[str, Any],
     true_ages: NDArray[np.floating],
-) -> dict[str, float | str]:
-    """:func:`choose_policy` from predicted distributions and their fitted calibration."""
-    estimates = calibration.moments(distributions, class_ages)[0]
-    lower = calibration.intervals(distributions, class_ages, calibration_record, 0.9)[:, 0]
-    return choose_policy(estimates, lower, true_ages)
+) -> dict[str, Any]:
+    """:func:`fit_policy_domains` for one set of faces, all of which can be judged."""
+    poor = np.zeros(len(true_ages), dtype=bool)
+    return fit_policy_domains(
+        {"val": (distributions, true_ages, poor)}, class_ages, calibration_record
+    )
+
+
+def fit_policy_domains(
+    domains: dict[str, calibration.DomainFaces],
+    class_ages: list[float],
+    calibration_record: dict[str, Any],
+) -> dict[str, Any]:
+    """:func:`choose_policy_domains` from each domain's predicted distributions, true ages
+    and poor-quality faces, with the calibration fitted on them."""
+    scores = {}
+    for name, (distributions, truth, poor) in domains.items():
+        estimates = calibration.moments(distributions, class_ages)[0]
+        lower = calibration.intervals(distributions, class_ages, calibration_record, 0.9, poor)
+        scores[name] = (estimates, lower[:, 0], truth, ~np.asarray(poor, dtype=bool))
+    return choose_policy_domains(scores)

@@ -21,7 +21,7 @@ from PIL import Image
 from agelens.decisions.gate import MIN_MINORS, GatePolicy, pass_rates
 from agelens.decisions.groups import GroupScheme
 from agelens.errors import ImageError
-from agelens.evaluation.metrics import Prediction, gate_scores
+from agelens.evaluation.metrics import Prediction, gate_scores, share_text
 from agelens.evaluation.plots import (
     plot_bars,
     plot_confusion,
@@ -141,8 +141,9 @@ def _model_section(
         parts.append(
             f"<h3>Age gate over {gate['over']:g}</h3><p>Policy: pass at {scored} of "
             f"{gate['over'] + gate['buffer']:g} or more (buffer {gate['buffer']:g}). "
-            f"13-17-year-olds who pass: {gate['pass_13_17']:.1%} of {gate['n_13_17']}; people "
-            f"aged 25+ who pass: {gate['pass_25_plus']:.1%} of {gate['n_25_plus']}.</p>"
+            f"13-17-year-olds who pass: {share_text(gate['pass_13_17'])} of {gate['n_13_17']}; "
+            f"people aged 25+ who pass: {share_text(gate['pass_25_plus'])} of "
+            f"{gate['n_25_plus']}.</p>"
         )
         if gate["n_13_17"] < MIN_MINORS:
             parts.append(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agelens.decisions.gate import ESTIMATE, GatePolicy
+from agelens.decisions.quality import QualityLimits
 from agelens.errors import ModelError
 
 DEFAULT_BUNDLE = "cydral-v1"
@@ -85,17 +86,27 @@ class Bundle:
         """The bundle's default for horizontal-flip test-time augmentation."""
         return bool(self.manifest.get("inference", {}).get("flip_tta", False))
 
+    @property
+    def quality_limits(self) -> QualityLimits:
+        """The limits the bundle was calibrated with; AgeLens's own for bundles without."""
+        return QualityLimits.from_dict(self.manifest.get("quality") or {})
+
     def gate_policy(self, over: float) -> GatePolicy:
         """The bundle's default gate policy for threshold ``over``.
 
-        A bundle calibrated by AgeLens stores the rule and buffer fitted on validation data
-        so that at most 2% of 13-17-year-olds pass a gate over 18; other thresholds, and
-        bundles without one, get Challenge 25's rule: the estimate must reach over + 7.
+        A bundle calibrated by AgeLens stores the rule and buffer fitted on the domain
+        suite's validation faces so that, in every domain, at most 2% of 13-17-year-olds
+        pass a gate over 18. Other thresholds keep that rule and buffer, so that a higher
+        threshold never passes a face a lower one refers. Bundles without a fitted policy
+        get Challenge 25's rule: the estimate must reach over + 7. Every policy refers the
+        faces that fail the quality check.
         """
         gate = self.manifest.get("gate") or {}
-        if "buffer" in gate and float(gate.get("over", 18)) == float(over):
-            return GatePolicy(over, float(gate["buffer"]), str(gate.get("rule", ESTIMATE)))
-        return GatePolicy(over, CHALLENGE_BUFFER)
+        if "buffer" in gate:
+            rule, buffer = str(gate.get("rule", ESTIMATE)), float(gate["buffer"])
+        else:
+            rule, buffer = ESTIMATE, CHALLENGE_BUFFER
+        return GatePolicy(over, buffer, rule, self.quality_limits)
 
     @property
     def license(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from agelens.decisions import calibration
 from agelens.decisions.groups import GroupScheme
+from agelens.pipeline.quality import FaceQuality
 
 #: Share of the predicted distribution the reported interval holds.
 DEFAULT_INTERVAL_LEVEL = 0.9
@@ -33,6 +34,8 @@ class Face:
     ceiling: float | None = None
     #: Most of the distribution sits on the oldest age: the age itself reads "80+".
     at_ceiling: bool = False
+    #: How well the face can be judged (size, sharpness, light, pose, colour).
+    quality: FaceQuality | None = None
 
     @property
     def likeliest_group(self) -> str:
@@ -62,6 +65,8 @@ class Face:
         }
         if self.ceiling is not None:
             result["ceiling"] = self.ceiling
+        if self.quality is not None:
+            result["quality"] = self.quality.to_dict()
         if distribution and self.distribution is not None:
             result["distribution"] = [round(float(p), 5) for p in self.distribution]
         return result
@@ -82,12 +87,14 @@ def summarize(
     scheme: GroupScheme,
     level: float = DEFAULT_INTERVAL_LEVEL,
     calibration_record: dict[str, Any] | None = None,
+    poor: NDArray[np.bool_] | None = None,
 ) -> AgeSummary:
     """Expected age, ``level`` interval and group masses, for each row.
 
     With a bundle's conformal calibration for ``level`` the interval is the calibrated
-    one (see :mod:`agelens.decisions.calibration`); without, it is the central ``level`` mass of
-    the distribution in whole years, which is only as honest as the network's softmax.
+    one (see :mod:`agelens.decisions.calibration`), wider for rows marked ``poor`` (faces
+    the quality check fails); without, it is the central ``level`` mass of the
+    distribution in whole years, which is only as honest as the network's softmax.
     """
     values = np.asarray(class_ages, dtype=np.float64)
     probabilities = distributions.astype(np.float64)
@@ -96,7 +103,7 @@ def summarize(
     groups = probabilities @ scheme.membership(values).astype(np.float64)
     if calibration.quantile_for(calibration_record, level) is not None:
         assert calibration_record is not None
-        bounds = calibration.intervals(probabilities, class_ages, calibration_record, level)
+        bounds = calibration.intervals(probabilities, class_ages, calibration_record, level, poor)
         return AgeSummary(ages, np.round(bounds, 1), groups)
     tail = (1.0 - level) / 2
     years = np.floor(values)

@@ -27,6 +27,7 @@ from agelens import __version__
 from agelens.annotate import annotate
 from agelens.decisions.gate import MAX_BUFFER, MAX_OVER, MIN_OVER
 from agelens.decisions.groups import IMFDB, GroupScheme, resolve_scheme
+from agelens.decisions.verify import MAX_CLAIM, MIN_CLAIM
 from agelens.estimator import AgeEstimator
 from agelens.models.bundles import describe_builtin_bundles
 from agelens.pipeline.estimates import Face
@@ -35,7 +36,7 @@ from agelens.server.access import api_key_guard
 from agelens.server.error_handlers import add_error_handlers
 from agelens.server.headers import SecurityHeaders
 from agelens.server.memory import large_photo_guard
-from agelens.server.schemas import EstimateOut, GateOut
+from agelens.server.schemas import EstimateOut, GateOut, VerifyOut
 from agelens.server.settings import ServerSettings
 from agelens.server.uploads import UploadError, read_image_bytes
 
@@ -195,10 +196,35 @@ def create_app(
                 "decisions": [d.value for d in gated.decisions],
                 "pass_age": gated.pass_age,
                 "rule": gated.rule,
+                "reasons": gated.reasons,
             }
 
         return await _estimate_upload(
             request, settings.max_upload_bytes, groups, None, False, respond
+        )
+
+    @app.post("/v1/verify", response_model=VerifyOut, **upload_route)
+    async def verify(
+        request: Request,
+        claimed: Annotated[
+            float,
+            Query(ge=MIN_CLAIM, le=MAX_CLAIM, description="the age the person claims, in years"),
+        ],
+        groups: GroupsQuery = IMFDB.name,
+        annotate: AnnotateQuery = False,
+    ) -> dict[str, Any]:
+        """Is the claimed age consistent with the face? consistent (inside its calibrated
+        90% interval), unlikely (outside its 98% interval), or refer (between the two, a
+        face that cannot be judged, several faces)."""
+
+        def respond(estimator: AgeEstimator, image: RGBImage, faces: list[Face]) -> dict[str, Any]:
+            return {
+                **_response(image, faces, False, annotate),
+                **estimator.check_claim(faces, claimed).to_dict(),
+            }
+
+        return await _estimate_upload(
+            request, settings.max_upload_bytes, groups, None, True, respond
         )
 
     @app.get("/", include_in_schema=False)

@@ -32,6 +32,11 @@ class FaceOut(BaseModel):
     distribution: list[float] | None = Field(
         default=None, description="probability per age class, when asked for"
     )
+    quality: dict[str, float] | None = Field(
+        default=None,
+        description="how well the face can be judged: eye_distance (px), sharpness, "
+        "brightness, clipped, yaw, pitch, roll (degrees), colour",
+    )
 
 
 class EstimateOut(BaseModel):
@@ -50,6 +55,20 @@ class GateOut(EstimateOut):
     rule: str = Field(
         description="what must reach pass_age: the estimate, or the interval's lower_bound"
     )
+    reasons: list[list[str]] = Field(
+        description="per face, why it was referred (a face that cannot be judged, or an "
+        "age under pass_age); empty for a face that passes"
+    )
+
+
+class VerifyOut(EstimateOut):
+    claimed: float = Field(description="the claimed age, in years")
+    verdict: str = Field(description="consistent, unlikely, refer or no_face")
+    p_value: float | None = Field(
+        description="how surprising the claim is for this face: the share of faces of the "
+        "claimed age that would look at least this far from it (0.01 means 0.01 or less)"
+    )
+    reasons: list[str] = Field(description="why the answer is refer, unlikely or no_face")
 
 
 class ErrorOut(BaseModel):

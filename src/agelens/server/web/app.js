@@ -183,6 +183,13 @@ function render(file, answer) {
     decision.className = `decision-${answer.decisions[index]}`;
     decision.dataset.label = COLUMNS[4];
     decision.textContent = answer.decisions[index] === "pass" ? "pass" : "refer to ID check";
+    // Why it was referred, as the CLI and the API say it (a face too small, too dark...).
+    (answer.reasons[index] || []).forEach((reason) => {
+      const why = document.createElement("div");
+      why.className = "reason";
+      why.textContent = reason;
+      decision.append(why);
+    });
     row.append(...cells, groups, decision);
     return row;
   });

@@ -1,0 +1,133 @@
+"""``agelens calibrate``: fit a bundle's intervals and gate on labelled ages, domain by domain."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.markup import escape
+
+from agelens.cli.common import (
+    AlignedOption,
+    DataOption,
+    ModelOption,
+    PrecisionOption,
+    err,
+    fail,
+    out,
+    predict_with_progress,
+)
+from agelens.data.datasets import read_dataset, select_split, spec_label
+from agelens.decisions import calibration
+from agelens.decisions.gate import fit_policy_domains, too_few_minors
+from agelens.decisions.quality import QualityLimits
+from agelens.errors import AgeLensError
+from agelens.estimator import AgeEstimator
+from agelens.evaluation.domains import CLEAN, DOMAINS
+from agelens.models.bundles import DEFAULT_BUNDLE
+
+DomainsOption = Annotated[
+    str,
+    typer.Option(
+        help="Domains of the suite to fit on, comma-separated from "
+        f"{', '.join(DOMAINS)}, or all (they need --aligned face crops).",
+    ),
+]
+
+
+def calibrate(
+    data: DataOption,
+    model: ModelOption = DEFAULT_BUNDLE,
+    split: Annotated[str, typer.Option(help="Split to calibrate on (content-hash).")] = "val",
+    aligned: AlignedOption = False,
+    domains: DomainsOption = "all",
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Write the calibrated manifest here (default: the bundle's folder)."
+        ),
+    ] = None,
+    precision: PrecisionOption = None,
+) -> None:
+    """Fit conformal 90% intervals and the gate buffer of a bundle on labelled ages.
+
+    Both are fitted on the worst of the domains: the faces as old prints, webcams, CCTV
+    and phones show them, so that they hold off the data's own domain. One calibration
+    serves every precision of a bundle; `--precision` picks the weights it is fitted
+    with, and the manifest records which.
+    """
+    chosen = (
+        list(DOMAINS) if domains == "all" else [n.strip() for n in domains.split(",") if n.strip()]
+    )
+    if unknown := [name for name in chosen if name not in DOMAINS]:
+        raise fail(f"unknown domain {unknown[0]!r}: choose from {', '.join(DOMAINS)}", 2)
+    if not chosen:
+        raise fail(f"--domains needs at least one of {', '.join(DOMAINS)}", 2)
+    if chosen != [CLEAN] and not aligned:
+        raise fail("the domain suite is made from face crops: add --aligned or --domains clean", 2)
+    try:
+        estimator = AgeEstimator(model, interval_level=0.9, precision=precision)
+        samples = [s for s in select_split(read_dataset(data), split) if s.age is not None]  # type: ignore[arg-type]
+    except (AgeLensError, ValueError) as error:
+        raise fail(str(error), 2) from error
+    if out_dir is None and "package" in estimator.bundle.manifest["artifact"]:
+        raise fail("this bundle's weights live in another package: give --out DIR", 2)
+    if len(samples) < calibration.MIN_FACES:
+        raise fail(
+            f"calibration needs at least {calibration.MIN_FACES} faces with ages, "
+            f"{data} has {len(samples)}",
+            2,
+        )
+    limits = QualityLimits()
+    faces: dict[str, calibration.DomainFaces] = {}
+    for name in chosen:
+        predictions = predict_with_progress(
+            estimator,
+            samples,
+            f"Calibrating ({name})",
+            aligned=aligned,
+            distribution=True,
+            domain=None if chosen == [CLEAN] else name,
+        )
+        faces[name] = (
+            np.stack([p.face.distribution for p in predictions]),
+            np.array([p.sample.age for p in predictions], dtype=np.float64),
+            np.array([bool(limits.reasons(p.face.quality)) for p in predictions]),
+        )
+    manifest = dict(estimator.bundle.manifest)
+    manifest["quality"] = limits.to_dict()
+    try:
+        record = calibration.fit_domains(faces, estimator.bundle.ages, split=split)
+    except ValueError as error:
+        raise fail(str(error), 2) from error
+    manifest["calibration"] = {
+        **record,
+        "data": spec_label(data),
+        "precision": estimator.bundle.precision,
+    }
+    policy = fit_policy_domains(faces, estimator.bundle.ages, manifest["calibration"])
+    if (reason := too_few_minors(policy)) is None:
+        manifest["gate"] = policy
+    else:
+        kept = (
+            "the bundle's previous policy is kept"
+            if "gate" in manifest
+            else ("Challenge 25's rule applies")
+        )
+        err.print(f"[yellow]warning:[/] {escape(reason)}; {kept}", highlight=False)
+    folder = out_dir or estimator.bundle.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    source = estimator.bundle.folder
+    if source.resolve() != folder.resolve():
+        artifacts = [manifest["artifact"], *manifest.get("variants", {}).values()]
+        for artifact in artifacts:
+            if "package" not in artifact:
+                shutil.copy2(source / artifact["path"], folder / artifact["path"])
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    out.print_json(
+        json.dumps({"calibration": manifest["calibration"], "gate": manifest.get("gate")})
+    )

@@ -1,0 +1,101 @@
+"""How well a face can be judged: its size, sharpness, light, pose and colour.
+
+Measured once per face from the photo and dlib's 5 landmarks, independently of the age
+network, so that every model and every output reports the same figures. Whether a face
+is good enough is a decision (:mod:`agelens.decisions.quality`); this module only measures.
+
+- ``eye_distance``: pixels between the eye centres in the photo as given. A face with
+  few pixels carries little of what ages show (skin texture, fine lines).
+- ``sharpness``: the mean absolute Laplacian of the inner face, cut upright at a fixed
+  scale and divided by its contrast, so that a faded or dark face is not called blurred.
+  A face upscaled from few pixels reads as blurred, as it should; film grain, a
+  halftone screen or sensor noise read as too much fine texture.
+- ``brightness`` and ``clipped``: the inner face's mean light (0-255) and the share of
+  its pixels crushed to black or burnt to white.
+- ``yaw``, ``pitch`` and ``roll``: from the landmarks. ``yaw`` is the nose's offset
+  from the eyes' midpoint across the face, in eye distances (0 frontal, about 0.5 in
+  profile); ``pitch`` is its drop below the eye line in eye distances (about 0.55 for a
+  frontal face, less when seen from above or below); ``roll`` is the eye line's angle.
+- ``colour``: the inner face's mean chroma (max minus min of R, G, B); about 0 for a
+  grey photo, where skin tone and flush, which carry age, are lost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import dlib
+import numpy as np
+
+from agelens.pipeline.images import RGBImage
+
+#: The inner face is cut at this many pixels a side, between eyebrows and chin.
+_SCALE = 48
+#: dlib's chip padding for the inner face: the landmarks' own square, a little wider.
+_INNER_PADDING = 0.1
+_DARK, _BRIGHT = 12, 243
+
+
+@dataclass(frozen=True, slots=True)
+class FaceQuality:
+    """Measured properties of one face; see the module's docstring for each."""
+
+    eye_distance: float
+    sharpness: float
+    brightness: float
+    clipped: float
+    yaw: float
+    pitch: float
+    roll: float
+    colour: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {key: round(value, 3) for key, value in asdict(self).items()}
+
+
+def measure(image: RGBImage, landmarks: Sequence[tuple[float, float]]) -> FaceQuality:
+    """The quality of the face whose 5 dlib landmarks in ``image`` are given."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    first_eye, second_eye, nose = points[0:2].mean(axis=0), points[2:4].mean(axis=0), points[4]
+    axis = first_eye - second_eye
+    eye_distance = float(np.hypot(*axis))
+    unit = axis / max(eye_distance, 1e-6)
+    offset = nose - (first_eye + second_eye) / 2
+    scale = max(eye_distance, 1e-6)
+    left, right = sorted((first_eye, second_eye), key=lambda eye: eye[0])
+    roll = math.degrees(math.atan2(right[1] - left[1], right[0] - left[0]))
+    inner = _inner_face(image, points)
+    grey = inner.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    laplacian = (
+        grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1]
+    )
+    contrast = max(float(grey.std()), 1.0)
+    chroma = inner.max(axis=2).astype(np.float32) - inner.min(axis=2)
+    return FaceQuality(
+        eye_distance=eye_distance,
+        sharpness=float(np.abs(laplacian).mean()) / contrast,
+        brightness=float(grey.mean()),
+        clipped=float(((grey <= _DARK) | (grey >= _BRIGHT)).mean()),
+        yaw=float(abs(offset @ unit)) / scale,
+        pitch=float(abs(offset[0] * unit[1] - offset[1] * unit[0])) / scale,
+        roll=float(roll),
+        colour=float(chroma.mean()),
+    )
+
+
+def _inner_face(image: RGBImage, points: np.ndarray) -> np.ndarray:
+    """The face between the landmarks, turned upright, at a fixed size."""
+    shape = dlib.points()
+    for x, y in points:
+        shape.append(dlib.point(round(x), round(y)))
+    xs, ys = points[:, 0], points[:, 1]
+    rect = dlib.rectangle(
+        round(xs.min()), round(ys.min()), round(max(xs.max(), xs.min() + 1)), round(ys.max() + 1)
+    )
+    details = dlib.get_face_chip_details(
+        dlib.full_object_detection(rect, shape), _SCALE, _INNER_PADDING
+    )
+    return np.asarray(dlib.extract_image_chip(image, details), dtype=np.uint8)
