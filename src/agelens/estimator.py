@@ -22,7 +22,7 @@ from agelens.pipeline.faces import (
 )
 from agelens.pipeline.images import DEFAULT_MAX_PIXELS, ImageSource, RGBImage, load_image
 from agelens.pipeline.network import AgeModel
-from agelens.pipeline.quality import FaceQuality, measure
+from agelens.pipeline.quality import measure_many
 
 #: Boxes a caller may give for one image: each costs a landmark fit and a chip.
 MAX_BOXES = 256
@@ -36,7 +36,6 @@ class _FaceCrop:
     box: Box
     score: float | None
     landmarks: list[tuple[float, float]]
-    quality: FaceQuality
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,13 +166,14 @@ class AgeEstimator:
         for index, image in enumerate(images):
             for box, score, fit_box in self._face_boxes(image, boxes, aligned):
                 chip, landmarks = self.aligner.chip(image, fit_box)
-                crops.append(_FaceCrop(index, box, score, landmarks, measure(image, landmarks)))
+                crops.append(_FaceCrop(index, box, score, landmarks))
                 chips.append(chip)
         faces: list[list[Face]] = [[] for _ in images]
         if not chips:
             return faces
         flip = self.tta if tta is None else tta
         distributions = self.model.distributions(np.stack(chips), flip=flip)
+        qualities = measure_many([(images[c.image_index], c.landmarks) for c in crops])
         limits = self.bundle.quality_limits
         summary = summarize(
             distributions,
@@ -181,7 +181,7 @@ class AgeEstimator:
             scheme,
             self.interval_level,
             self.bundle.manifest.get("calibration"),
-            np.array([bool(limits.reasons(crop.quality)) for crop in crops]),
+            np.array([bool(limits.reasons(quality)) for quality in qualities]),
         )
         open_above, at_top = ceilings(distributions, summary.intervals, self.bundle.ages)
         top = float(max(self.bundle.ages))
@@ -205,7 +205,7 @@ class AgeEstimator:
                     distribution=distributions[row] if distribution else None,
                     ceiling=top if open_above[row] else None,
                     at_ceiling=bool(at_top[row]),
-                    quality=crop.quality,
+                    quality=qualities[row],
                 )
             )
         return faces

@@ -22,7 +22,6 @@ is good enough is a decision (:mod:`agelens.decisions.quality`); this module onl
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -58,32 +57,49 @@ class FaceQuality:
 
 def measure(image: RGBImage, landmarks: Sequence[tuple[float, float]]) -> FaceQuality:
     """The quality of the face whose 5 dlib landmarks in ``image`` are given."""
-    points = np.asarray(landmarks, dtype=np.float64)
-    first_eye, second_eye, nose = points[0:2].mean(axis=0), points[2:4].mean(axis=0), points[4]
+    return measure_many([(image, landmarks)])[0]
+
+
+def measure_many(
+    faces: Sequence[tuple[RGBImage, Sequence[tuple[float, float]]]],
+) -> list[FaceQuality]:
+    """:func:`measure` for many faces at once: one pass of array operations over all of
+    them, as per-face operations on small arrays cost more in overhead than in work."""
+    if not faces:
+        return []
+    points = np.asarray([landmarks for _, landmarks in faces], dtype=np.float64)
+    first_eye, second_eye = points[:, 0:2].mean(axis=1), points[:, 2:4].mean(axis=1)
     axis = first_eye - second_eye
-    eye_distance = float(np.hypot(*axis))
-    unit = axis / max(eye_distance, 1e-6)
-    offset = nose - (first_eye + second_eye) / 2
-    scale = max(eye_distance, 1e-6)
-    left, right = sorted((first_eye, second_eye), key=lambda eye: eye[0])
-    roll = math.degrees(math.atan2(right[1] - left[1], right[0] - left[0]))
-    inner = _inner_face(image, points)
+    eye_distance = np.hypot(axis[:, 0], axis[:, 1])
+    scale = np.maximum(eye_distance, 1e-6)
+    unit = axis / scale[:, None]
+    offset = points[:, 4] - (first_eye + second_eye) / 2
+    # The eye line's angle, from the image's left eye to its right eye.
+    flip = np.where(axis[:, 0] < 0, -1.0, 1.0)[:, None]
+    roll = np.degrees(np.arctan2(axis[:, 1] * flip[:, 0], axis[:, 0] * flip[:, 0]))
+    inner = np.stack([_inner_face(image, np.asarray(marks, float)) for image, marks in faces])
     grey = inner.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     laplacian = (
-        grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4 * grey[1:-1, 1:-1]
+        grey[:, 1:-1, :-2]
+        + grey[:, 1:-1, 2:]
+        + grey[:, :-2, 1:-1]
+        + grey[:, 2:, 1:-1]
+        - 4 * grey[:, 1:-1, 1:-1]
     )
-    contrast = max(float(grey.std()), 1.0)
-    chroma = inner.max(axis=2).astype(np.float32) - inner.min(axis=2)
-    return FaceQuality(
-        eye_distance=eye_distance,
-        sharpness=float(np.abs(laplacian).mean()) / contrast,
-        brightness=float(grey.mean()),
-        clipped=float(((grey <= _DARK) | (grey >= _BRIGHT)).mean()),
-        yaw=float(abs(offset @ unit)) / scale,
-        pitch=float(abs(offset[0] * unit[1] - offset[1] * unit[0])) / scale,
-        roll=float(roll),
-        colour=float(chroma.mean()),
+    contrast = np.maximum(grey.std(axis=(1, 2)), 1.0)
+    chroma = inner.max(axis=3).astype(np.float32) - inner.min(axis=3)
+    columns = zip(
+        eye_distance,
+        np.abs(laplacian).mean(axis=(1, 2)) / contrast,
+        grey.mean(axis=(1, 2)),
+        ((grey <= _DARK) | (grey >= _BRIGHT)).mean(axis=(1, 2)),
+        np.abs((offset * unit).sum(axis=1)) / scale,
+        np.abs(offset[:, 0] * unit[:, 1] - offset[:, 1] * unit[:, 0]) / scale,
+        roll,
+        chroma.mean(axis=(1, 2)),
+        strict=True,
     )
+    return [FaceQuality(*(float(value) for value in row)) for row in columns]
 
 
 def _inner_face(image: RGBImage, points: np.ndarray) -> np.ndarray:
