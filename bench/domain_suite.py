@@ -41,10 +41,18 @@ DATASETS = {"utkface-test": "utkface:{}/UTKFace", "imfdb-test": "imfdb:{}/imfdb-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("-m", "--model", action="append", required=True)
+    parser.add_argument("-m", "--model", action="append", default=[])
     parser.add_argument("--out", type=Path, default=Path("bench/results/domain_suite.json"))
     parser.add_argument("--limit", type=int, default=None, help="a seeded sample per dataset")
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the tables of the docs from --out; run nothing",
+    )
     args = parser.parse_args()
+    if args.markdown:
+        markdown(json.loads(args.out.read_text()))
+        return
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     datasets = {}
     for name, spec in DATASETS.items():
@@ -98,6 +106,45 @@ def show(results: dict[str, Any]) -> None:
                 ]
                 table.add_row(dataset, domain, *("-" if c is None else f"{c:.3g}" for c in cells))
         Console().print(table)
+
+
+def _cell(value: float | None, percent: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1%}" if percent else f"{value:.2f}"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown(results: dict[str, Any]) -> None:
+    """The per-domain tables of docs/accuracy.md and docs/age-gate.md."""
+    header = ["model", "domain", "MAE", "bias", "MAE 0-12 / 13-17 / 18-24 / 60+", "90% covers"]
+    header += ["poor quality", "Indian actors", "poor quality"]
+    print(_row(header) + "\n" + _row(["---"] * len(header)))
+    for model, row in results["models"].items():
+        utk, imfdb = row["domains"]["utkface-test"], row["domains"]["imfdb-test"]
+        for domain, figures in utk.items():
+            bands = figures.get("per_band", {})
+            by_band = [
+                _cell(bands.get(b, {}).get("mae")) for b in ("0-12", "13-17", "18-24", "60+")
+            ]
+            cells = [f"`{model}`", domain, _cell(figures["mae"]), f"{figures['bias']:+.2f}"]
+            cells += [" / ".join(by_band), f"{figures['coverage90']:.3f}"]
+            cells += [_cell(figures["poor_quality"], True)]
+            cells += [_cell(imfdb[domain].get("accuracy"), True)]
+            cells += [_cell(imfdb[domain]["poor_quality"], True)]
+            print(_row(cells))
+    ages = ["13", "14", "15", "16", "17", "13_17", "18_24", "25_plus"]
+    header = ["model", "domain", *(a.replace("_plus", "+").replace("_", "-") for a in ages)]
+    header.append("referred for quality")
+    print("\n" + _row(header) + "\n" + _row(["---"] * len(header)))
+    for model, row in results["models"].items():
+        for domain, figures in row["domains"]["utkface-test"].items():
+            gate = figures["gate"]
+            cells = [f"`{model}`", domain, *(_cell(gate[f"pass_{a}"], True) for a in ages)]
+            print(_row([*cells, _cell(gate["referred_for_quality"], True)]))
 
 
 if __name__ == "__main__":

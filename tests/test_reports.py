@@ -197,3 +197,30 @@ def test_most_wrong_captions_sit_under_their_face_clear_of_the_next_row():
         below = axes[index + 8].images[0].get_window_extent(renderer) if index < 8 else None
         if below is not None:
             assert caption.y0 >= below.y1  # and clear of the face under it
+
+
+def test_calibrate_checks_its_domains(face_dataset, tmp_path):
+    spec = f"utkface:{face_dataset}"
+    unknown = runner.invoke(
+        app, ["calibrate", "--data", spec, "--aligned", "--domains", "fax", "--out", str(tmp_path)]
+    )
+    assert unknown.exit_code == 2 and "unknown domain 'fax'" in unknown.output
+    photos = runner.invoke(app, ["calibrate", "--data", spec, "--out", str(tmp_path)])
+    assert photos.exit_code == 2 and "--domains clean" in " ".join(photos.output.split())
+    clean = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--data",
+            spec,
+            "--split",
+            "all",
+            "--domains",
+            "clean",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert clean.exit_code == 0, clean.output
+    record = json.loads((tmp_path / "manifest.json").read_text())["calibration"]
+    assert record["domains"] == {"clean": 90}

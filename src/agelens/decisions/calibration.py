@@ -90,7 +90,8 @@ def fit_domains(
     Faces the quality check fails (small, blurred, dark, turned, grey) err more, and
     differently in each domain; they get multipliers of their own (``poor_quality``), so
     that good faces keep narrow intervals. A class with fewer than :data:`MIN_FACES`
-    faces in a domain does not vote for that domain.
+    faces in a domain does not vote for that domain; without enough good faces in any
+    domain, every face is calibrated as one class.
     """
     rows = {
         name: (*moments(p, class_ages), np.asarray(truth, dtype=np.float64), np.asarray(poor))
@@ -126,7 +127,8 @@ def fit_domains(
         return float(np.concatenate(widths).mean())
 
     if not quantiles(0.0, False, (0.9,)):
-        raise ValueError(f"calibration needs at least {fewest} faces of good quality in one domain")
+        # Too few good faces anywhere to stand on their own: one class for every face.
+        rows = {name: (*row[:3], np.zeros_like(row[3])) for name, row in rows.items()}
 
     floor = min(FLOORS, key=mean_width)
     record: dict[str, Any] = {
