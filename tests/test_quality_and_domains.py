@@ -188,3 +188,16 @@ def test_a_face_that_cannot_be_judged_is_referred_whatever_its_age(estimator, as
     assert result.decision is Decision.REFER
     assert result.reasons[0][0].startswith("no colour")
     assert estimator.gate(astronaut, over=18, buffer=0).decision is Decision.PASS
+
+
+def test_a_domain_unlike_the_others_raises_the_level_the_fit_is_taken_at():
+    rng = np.random.default_rng(6)
+    none = np.zeros(2000, dtype=bool)
+    alike = {name: (*_errors(rng, 2000, 5), none) for name in ("a", "b", "c")}
+    record = calibration.fit_domains(alike, AGES)
+    assert record["unseen_domain"]["target"] <= 0.91
+    assert min(record["unseen_domain"]["coverage"].values()) >= 0.9
+    unlike = {**alike, "d": (*_errors(rng, 2000, 8), none)}
+    raised = calibration.fit_domains(unlike, AGES)
+    assert raised["unseen_domain"]["target"] > record["unseen_domain"]["target"]
+    assert raised["quantiles"]["0.9"] > record["quantiles"]["0.9"]
