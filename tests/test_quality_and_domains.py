@@ -11,7 +11,7 @@ from agelens.batch import EstimatorPool
 from agelens.data.datasets import read_dataset
 from agelens.decisions import calibration
 from agelens.decisions.gate import choose_policy_domains, pass_rates
-from agelens.decisions.quality import QualityLimits
+from agelens.decisions.quality import QualityClass, QualityLimits
 from agelens.evaluation.domain_suite import score_suite
 from agelens.evaluation.domains import DOMAINS, EYES_PER_WIDTH, degrade
 from agelens.pipeline.quality import measure
@@ -123,7 +123,7 @@ def test_calibration_on_the_worst_domain_covers_every_domain():
     rng = np.random.default_rng(0)
     clean, clean_truth = _errors(rng, 3000, 4)
     hard, hard_truth = _errors(rng, 3000, 9)
-    none = np.zeros(3000, dtype=bool)
+    none = np.zeros(3000, dtype=int)
     only_clean = calibration.fit(clean, AGES, clean_truth)
     both = calibration.fit_domains(
         {"clean": (clean, clean_truth, none), "hard": (hard, hard_truth, none)}, AGES
@@ -143,12 +143,15 @@ def test_poor_quality_faces_get_multipliers_of_their_own():
     good, good_truth = _errors(rng, 2000, 3)
     poor, poor_truth = _errors(rng, 2000, 10)
     rows, truth = np.vstack([good, poor]), np.concatenate([good_truth, poor_truth])
-    marked = np.arange(4000) >= 2000
+    marked = np.where(np.arange(4000) >= 2000, QualityClass.POOR_QUALITY, QualityClass.LARGE_FACE)
     record = calibration.fit_domains({"mixed": (rows, truth, marked)}, AGES)
     assert record["poor_quality"]["quantiles"]["0.9"] > record["quantiles"]["0.9"]
     bounds = calibration.intervals(rows, AGES, record, 0.9, marked)
     inside = (truth >= bounds[:, 0]) & (truth <= bounds[:, 1])
     assert 0.87 <= inside[:2000].mean() <= 0.93 and 0.87 <= inside[2000:].mean() <= 0.93
+    # A class without a table of its own takes the widest the record has.
+    small = calibration.quantile_for(record, 0.9, QualityClass.SMALL_FACE)
+    assert small == record["poor_quality"]["quantiles"]["0.9"]
 
 
 def test_p_values_fall_away_from_the_estimate_and_match_the_intervals():
@@ -192,12 +195,16 @@ def test_a_face_that_cannot_be_judged_is_referred_whatever_its_age(estimator, as
 
 def test_a_domain_unlike_the_others_raises_the_level_the_fit_is_taken_at():
     rng = np.random.default_rng(6)
-    none = np.zeros(2000, dtype=bool)
+    none = np.zeros(2000, dtype=int)
     alike = {name: (*_errors(rng, 2000, 5), none) for name in ("a", "b", "c")}
     record = calibration.fit_domains(alike, AGES)
     assert record["unseen_domain"]["target"] <= 0.91
     assert min(record["unseen_domain"]["coverage"].values()) >= 0.9
-    unlike = {**alike, "d": (*_errors(rng, 2000, 8), none)}
+    # A domain a little unlike the rest is not covered when left out: the margin rises.
+    unlike = {**alike, "d": (*_errors(rng, 2000, 5.4), none)}
     raised = calibration.fit_domains(unlike, AGES)
     assert raised["unseen_domain"]["target"] > record["unseen_domain"]["target"]
     assert raised["quantiles"]["0.9"] > record["quantiles"]["0.9"]
+    # One far harder than the rest: raising the margin would over-cover the others.
+    far = calibration.fit_domains({**alike, "d": (*_errors(rng, 2000, 10), none)}, AGES)
+    assert far["unseen_domain"]["target"] == 0.9

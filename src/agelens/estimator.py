@@ -181,7 +181,7 @@ class AgeEstimator:
             scheme,
             self.interval_level,
             self.bundle.manifest.get("calibration"),
-            np.array([bool(limits.reasons(quality)) for quality in qualities]),
+            np.array([limits.quality_class(quality) for quality in qualities]),
         )
         open_above, at_top = ceilings(distributions, summary.intervals, self.bundle.ages)
         top = float(max(self.bundle.ages))

@@ -96,7 +96,7 @@ def calibrate(
         faces[name] = (
             np.stack([p.face.distribution for p in predictions]),
             np.array([p.sample.age for p in predictions], dtype=np.float64),
-            np.array([bool(limits.reasons(p.face.quality)) for p in predictions]),
+            np.array([limits.quality_class(p.face.quality) for p in predictions]),
         )
     manifest = dict(estimator.bundle.manifest)
     manifest["quality"] = limits.to_dict()

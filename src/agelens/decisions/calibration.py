@@ -8,16 +8,19 @@ It covers a fresh face with probability at least ``L`` when faces are exchangeab
 with the validation set, and it is wide where the network is unsure, narrow where it
 is sure.
 
-The floor (in years) keeps a network whose softmax is far too sure of itself from
-getting absurd intervals: the bundled network gives some faces an ``sd`` under a
-year and yet errs by ten. It is the value of :data:`FLOORS` whose 90% intervals are
-narrowest on the calibration data.
+The floor keeps a network whose softmax is far too sure of itself from getting absurd
+intervals: the bundled network gives some faces an ``sd`` under a year and yet errs by
+ten. Errors in years grow with age, so the floor does too: it is ``floor x (age + 5) /
+40`` years, the stored value at 35 (records written before it grew, without
+``floor_grows_with_age``, keep a constant floor). It is the value of :data:`FLOORS`
+whose 90% intervals are narrowest on the calibration data.
 
 Calibrated on one set of faces, the guarantee holds only for faces like them: intervals
 fitted on clean web crops covered 80-83% of the faces of scanned prints. AgeLens
 therefore calibrates on the domain suite (:mod:`agelens.evaluation.domains`), taking for
-each level the worst domain's quantile, separately for faces that pass the quality check
-and faces that fail it (a Mondrian split: each class gets its own guarantee).
+each level the worst domain's quantile, separately for each quality class (a Mondrian
+split: each class gets its own guarantee): large faces that pass the quality check, small
+ones that pass it, and faces that fail it.
 """
 
 from __future__ import annotations
@@ -29,16 +32,37 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from agelens.decisions.quality import QualityClass
+
 #: Fewest faces with known ages worth calibrating on.
 MIN_FACES = 20
 #: Levels stored in a bundle's calibration; other levels fall back to distribution quantiles.
 LEVELS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99)
-METHOD = "split-conformal, scaled by sqrt(sd^2 + floor^2) of the predicted distribution"
-FLOORS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+METHOD = (
+    "split-conformal per quality class, worst domain, scaled by sqrt(sd^2 + floor^2) of the "
+    "predicted distribution with the floor growing with age"
+)
+FLOORS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0)
+#: Where a record keeps each class's table; the large-face class's is the record itself.
+CLASS_KEYS = {QualityClass.SMALL_FACE: "small_face", QualityClass.POOR_QUALITY: "poor_quality"}
+#: No domain may be covered more than this in the fit: a margin for unseen sources stops here.
+MOST_COVERAGE = 0.95
 
 
-def spread(sd: NDArray[np.float64], floor: float) -> NDArray[np.float64]:
-    return np.sqrt(sd**2 + floor**2)
+def spread(
+    mean: NDArray[np.float64], sd: NDArray[np.float64], floor: float, grows: bool = True
+) -> NDArray[np.float64]:
+    """The scale of a face's error: its distribution's spread, with the floor (in years at
+    age 35) growing with the estimated age when ``grows``."""
+    floors = floor * (np.asarray(mean) + 5.0) / 40.0 if grows else floor
+    return np.sqrt(sd**2 + floors**2)
+
+
+def _record_spread(
+    record: dict[str, Any], mean: NDArray[np.float64], sd: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    grows = bool(record.get("floor_grows_with_age", False))
+    return spread(mean, sd, float(record.get("floor", 0.0)), grows)
 
 
 def _conformal_quantile(scores: NDArray[np.float64], level: float) -> float:
@@ -66,14 +90,14 @@ def fit(
     *,
     split: str = "val",
 ) -> dict[str, Any]:
-    """The calibration record of one set of faces (no domains, no quality classes)."""
-    poor = np.zeros(len(true_ages), dtype=bool)
-    return fit_domains({CLEAN: (distributions, true_ages, poor)}, class_ages, split=split)
+    """The calibration record of one set of faces (no domains, one quality class)."""
+    classes = np.full(len(true_ages), QualityClass.LARGE_FACE)
+    return fit_domains({CLEAN: (distributions, true_ages, classes)}, class_ages, split=split)
 
 
-#: One domain's calibration faces: distributions, true ages, and which faces are of poor
-#: quality (they get the ``poor_quality`` multipliers).
-DomainFaces = tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.bool_]]
+#: One domain's calibration faces: distributions, true ages, and each face's
+#: :class:`~agelens.decisions.quality.QualityClass`.
+DomainFaces = tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.integer]]
 CLEAN = "clean"
 
 
@@ -88,47 +112,39 @@ def fit_domains(
     domains' conformal quantiles, taken at a level raised until a domain left out of the
     fit is still covered (:func:`_unseen_domain_target`).
 
-    Faces the quality check fails (small, blurred, dark, turned, grey) err more, and
-    differently in each domain; they get multipliers of their own (``poor_quality``), so
-    that good faces keep narrow intervals. A class with fewer than :data:`MIN_FACES`
-    faces in a domain does not vote for that domain; without enough good faces in any
-    domain, every face is calibrated as one class.
+    Small faces and faces the quality check fails err more, and differently in each
+    domain; each class gets multipliers of its own, so that large clear faces keep narrow
+    intervals. A class with fewer than :data:`MIN_FACES` faces in a domain does not vote
+    for that domain; a class with too few faces anywhere gets no table, and its faces
+    take the widest of the others (:func:`quantile_for`).
     """
     rows = {
-        name: (*moments(p, class_ages), np.asarray(truth, dtype=np.float64), np.asarray(poor))
-        for name, (p, truth, poor) in domains.items()
+        name: (*moments(p, class_ages), np.asarray(truth, dtype=np.float64), np.asarray(classes))
+        for name, (p, truth, classes) in domains.items()
     }
     if sum(len(truth) for _, _, truth, _ in rows.values()) == 0:
         raise ValueError("calibration needs at least one labelled face")
-
     fewest = MIN_FACES if len(rows) > 1 else 1
 
-    def class_scores(floor: float, poor_class: bool) -> dict[str, NDArray[np.float64]]:
+    def class_scores(floor: float, kind: int) -> dict[str, NDArray[np.float64]]:
         """Each domain's scores for one quality class, where it has enough faces."""
         found = {}
-        for name, (mean, sd, truth, poor) in rows.items():
-            chosen = poor == poor_class
+        for name, (mean, sd, truth, classes) in rows.items():
+            chosen = classes == kind
             if chosen.sum() >= fewest:
-                found[name] = np.abs(truth[chosen] - mean[chosen]) / spread(sd[chosen], floor)
+                scale = spread(mean[chosen], sd[chosen], floor)
+                found[name] = np.abs(truth[chosen] - mean[chosen]) / scale
         return found
-
-    def worst(scores: dict[str, NDArray[np.float64]], level: float) -> float:
-        return max(_conformal_quantile(values, level) for values in scores.values())
 
     def mean_width(floor: float) -> float:
         widths = []
-        for poor_class in (False, True):
-            if scores := class_scores(floor, poor_class):
-                multiplier = worst(scores, 0.9)
-                widths += [
-                    multiplier * spread(sd[poor == poor_class], floor)
-                    for _, sd, _, poor in rows.values()
-                ]
+        for kind in QualityClass:
+            if scores := class_scores(floor, kind):
+                multiplier = _worst(scores, 0.9)
+                for mean, sd, _, classes in rows.values():
+                    chosen = classes == kind
+                    widths.append(multiplier * spread(mean[chosen], sd[chosen], floor))
         return float(np.concatenate(widths).mean())
-
-    if not class_scores(0.0, False):
-        # Too few good faces anywhere to stand on their own: one class for every face.
-        rows = {name: (*row[:3], np.zeros_like(row[3])) for name, row in rows.items()}
 
     floor = min(FLOORS, key=mean_width)
     record: dict[str, Any] = {
@@ -137,25 +153,34 @@ def fit_domains(
         "domains": {name: len(truth) for name, (_, _, truth, _) in rows.items()},
         "n": sum(len(truth) for _, _, truth, _ in rows.values()),
         "floor": floor,
+        "floor_grows_with_age": True,
     }
-    for poor_class in (False, True):
-        scores = class_scores(floor, poor_class)
-        if not scores:
+    tables: dict[int, dict[str, Any]] = {}
+    for kind in QualityClass:
+        if not (scores := class_scores(floor, kind)):
             continue
         target, unseen = _unseen_domain_target(scores)
-        table: dict[str, Any] = {
+        tables[kind] = {
+            "n": sum(int((classes == kind).sum()) for *_, classes in rows.values()),
             "quantiles": {
-                f"{level:g}": round(worst(scores, _inflated(level, target)), 5) for level in LEVELS
-            }
+                f"{level:g}": round(_worst(scores, _inflated(level, target)), 5) for level in LEVELS
+            },
+            **({"unseen_domain": {"target": target, "coverage": unseen}} if unseen else {}),
         }
-        if unseen:
-            table["unseen_domain"] = {"target": target, "coverage": unseen}
-        if poor_class:
-            count = sum(int(poor.sum()) for *_, poor in rows.values())
-            record["poor_quality"] = {"n": count, **table}
-        else:
-            record.update(table)
+    large = tables.pop(QualityClass.LARGE_FACE, None) or {
+        "n": 0,
+        "quantiles": {
+            key: max(table["quantiles"][key] for table in tables.values())
+            for key in next(iter(tables.values()))["quantiles"]
+        },
+    }
+    record.update({key: value for key, value in large.items() if key != "n"})
+    record.update({CLASS_KEYS[QualityClass(kind)]: table for kind, table in tables.items()})
     return record
+
+
+def _worst(scores: dict[str, NDArray[np.float64]], level: float) -> float:
+    return max(_conformal_quantile(values, level) for values in scores.values())
 
 
 #: The levels at which the 90% multiplier may be taken, so that a domain left out of the
@@ -168,25 +193,30 @@ def _unseen_domain_target(
 ) -> tuple[float, dict[str, float]]:
     """The lowest target in :data:`TARGETS` at which the worst-domain multiplier, fitted
     without a domain, still covers 90% of that domain's faces, for every domain; and
-    those leave-one-domain-out coverages.
+    those leave-one-domain-out coverages. The target stops rising before any domain in
+    the fit would be covered more than :data:`MOST_COVERAGE`.
 
     Photos users bring come from sources the suite lacks. Leaving each domain out in turn
     measures what a source the fit has not seen does to coverage, and the margin that
-    makes up for it is kept.
+    makes up for it is kept, as far as the domains it was fitted on allow.
     """
     if len(scores) < 2:
         return 0.9, {}
-    unseen: dict[str, float] = {}
+    chosen, found = 0.9, {}
     for target in TARGETS:
+        multiplier = _worst(scores, target)
+        if target > 0.9 and max((v <= multiplier).mean() for v in scores.values()) > (
+            MOST_COVERAGE
+        ):
+            break
         unseen = {}
         for name, values in scores.items():
-            others = max(
-                _conformal_quantile(v, target) for other, v in scores.items() if other != name
-            )
+            others = _worst({k: v for k, v in scores.items() if k != name}, target)
             unseen[name] = round(float((values <= others).mean()), 4)
+        chosen, found = target, unseen
         if min(unseen.values()) >= 0.9:
             break
-    return target, unseen
+    return chosen, found
 
 
 def _inflated(level: float, target: float) -> float:
@@ -195,15 +225,45 @@ def _inflated(level: float, target: float) -> float:
 
 
 def quantile_for(
-    calibration: dict[str, Any] | None, level: float, *, poor: bool = False
+    calibration: dict[str, Any] | None,
+    level: float,
+    kind: int = QualityClass.LARGE_FACE,
 ) -> float | None:
-    """The stored multiplier for ``level`` (for faces of poor quality when ``poor``, where
-    the record has them), or None when the bundle has none for it."""
+    """The stored multiplier for ``level`` in quality class ``kind``, or None when the
+    bundle has none for the level. A class without a table of its own (a record fitted
+    before classes, or a class with too few faces) takes the widest the record has."""
     if not calibration:
         return None
-    table = calibration.get("poor_quality", calibration) if poor else calibration
-    value = table.get("quantiles", {}).get(f"{level:g}")
-    return None if value is None else float(value)
+    key = f"{level:g}"
+    if kind == QualityClass.LARGE_FACE:
+        value = calibration.get("quantiles", {}).get(key)
+        return None if value is None else float(value)
+    own = calibration.get(CLASS_KEYS[QualityClass(kind)])
+    if own is not None:
+        value = own.get("quantiles", {}).get(key)
+        return None if value is None else float(value)
+    present = [
+        float(table["quantiles"][key])
+        for table in (calibration, *(calibration.get(k) for k in CLASS_KEYS.values()))
+        if table is not None and key in table.get("quantiles", {})
+    ]
+    return max(present) if present else None
+
+
+def _multipliers(
+    record: dict[str, Any], level: float, classes: NDArray[np.integer] | None, n: int
+) -> NDArray[np.float64] | None:
+    """Each row's multiplier at ``level`` by its quality class (large faces without classes)."""
+    kinds = np.full(n, QualityClass.LARGE_FACE) if classes is None else np.asarray(classes)
+    result = np.empty(n)
+    for kind in QualityClass:
+        chosen = kinds == kind
+        if chosen.any():
+            multiplier = quantile_for(record, level, kind)
+            if multiplier is None:
+                return None
+            result[chosen] = multiplier
+    return result
 
 
 def intervals(
@@ -211,21 +271,15 @@ def intervals(
     class_ages: Sequence[float],
     record: dict[str, Any],
     level: float,
-    poor: NDArray[np.bool_] | None = None,
+    classes: NDArray[np.integer] | None = None,
 ) -> NDArray[np.float64]:
     """``[N, 2]`` calibrated intervals at a stored ``level``, clipped to the network's ages;
-    rows marked ``poor`` (faces of poor quality) use the record's multipliers for them."""
-    multiplier, poor_multiplier = (
-        quantile_for(record, level),
-        quantile_for(record, level, poor=True),
-    )
-    if multiplier is None or poor_multiplier is None:
+    each row with its quality class's multiplier (the large-face class's without ``classes``)."""
+    multipliers = _multipliers(record, level, classes, len(distributions))
+    if multipliers is None:
         raise ValueError(f"the calibration has no quantile for level {level:g}")
     mean, sd = moments(distributions, class_ages)
-    multipliers = np.full(len(mean), multiplier)
-    if poor is not None:
-        multipliers[np.asarray(poor, dtype=bool)] = poor_multiplier
-    half = multipliers * spread(sd, float(record.get("floor", 0.0)))
+    half = multipliers * _record_spread(record, mean, sd)
     top = float(max(class_ages))
     return np.stack([np.clip(mean - half, 0.0, top), np.clip(mean + half, 0.0, top)], axis=1)
 
@@ -242,7 +296,7 @@ def p_values(
     class_ages: Sequence[float],
     record: dict[str, Any],
     ages: NDArray[np.floating],
-    poor: NDArray[np.bool_] | None = None,
+    classes: NDArray[np.integer] | None = None,
 ) -> NDArray[np.float64]:
     """For each row, the conformal p-value of ``ages[row]`` being the face's true age.
 
@@ -251,19 +305,16 @@ def p_values(
     highest stored level (0.99) it is that level's complement, 0.01: an upper bound.
     """
     mean, sd = moments(distributions, class_ages)
-    scores = np.abs(np.asarray(ages, dtype=np.float64) - mean) / spread(
-        sd, float(record.get("floor", 0.0))
-    )
+    scores = np.abs(np.asarray(ages, dtype=np.float64) - mean) / _record_spread(record, mean, sd)
+    kinds = np.full(len(scores), QualityClass.LARGE_FACE) if classes is None else classes
     result = np.empty(len(scores))
-    marked = np.zeros(len(scores), dtype=bool) if poor is None else np.asarray(poor, dtype=bool)
-    for is_poor in (False, True):
-        rows = marked == is_poor
+    for kind in QualityClass:
+        rows = np.asarray(kinds) == kind
         if not rows.any():
             continue
-        levels = [0.0]
-        multipliers = [0.0]
+        levels, multipliers = [0.0], [0.0]
         for level in LEVELS:
-            multiplier = quantile_for(record, level, poor=is_poor)
+            multiplier = quantile_for(record, level, kind)
             if multiplier is not None and multiplier > multipliers[-1]:
                 levels.append(level)
                 multipliers.append(multiplier)

@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agelens.decisions import calibration
-from agelens.decisions.quality import QualityLimits
+from agelens.decisions.quality import QualityClass, QualityLimits
 from agelens.pipeline.estimates import Face
 
 
@@ -207,9 +207,9 @@ def fit_policy(
     true_ages: NDArray[np.floating],
 ) -> dict[str, Any]:
     """:func:`fit_policy_domains` for one set of faces, all of which can be judged."""
-    poor = np.zeros(len(true_ages), dtype=bool)
+    classes = np.full(len(true_ages), QualityClass.LARGE_FACE)
     return fit_policy_domains(
-        {"val": (distributions, true_ages, poor)}, class_ages, calibration_record
+        {"val": (distributions, true_ages, classes)}, class_ages, calibration_record
     )
 
 
@@ -219,10 +219,11 @@ def fit_policy_domains(
     calibration_record: dict[str, Any],
 ) -> dict[str, Any]:
     """:func:`choose_policy_domains` from each domain's predicted distributions, true ages
-    and poor-quality faces, with the calibration fitted on them."""
+    and quality classes, with the calibration fitted on them."""
     scores = {}
-    for name, (distributions, truth, poor) in domains.items():
+    for name, (distributions, truth, classes) in domains.items():
         estimates = calibration.moments(distributions, class_ages)[0]
-        lower = calibration.intervals(distributions, class_ages, calibration_record, 0.9, poor)
-        scores[name] = (estimates, lower[:, 0], truth, ~np.asarray(poor, dtype=bool))
+        lower = calibration.intervals(distributions, class_ages, calibration_record, 0.9, classes)
+        judged = np.asarray(classes) != QualityClass.POOR_QUALITY
+        scores[name] = (estimates, lower[:, 0], truth, judged)
     return choose_policy_domains(scores)

@@ -14,9 +14,19 @@ ordinary photos.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import IntEnum
 from typing import Any
 
 from agelens.pipeline.quality import FaceQuality
+
+
+class QualityClass(IntEnum):
+    """What the intervals are calibrated per (each class gets its own conformal multipliers):
+    faces that can be judged, with many pixels or with few, and faces that cannot."""
+
+    LARGE_FACE = 0
+    SMALL_FACE = 1
+    POOR_QUALITY = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +43,8 @@ class QualityLimits:
     min_pitch: float = 0.4
     max_roll: float = 30.0
     min_colour: float = 4.0
+    #: Pixels between the eyes from which a face that can be judged counts as large.
+    large_face: float = 64.0
 
     def reasons(self, quality: FaceQuality | None) -> list[str]:
         """Why the face cannot be judged; empty when it can (or was not measured)."""
@@ -75,6 +87,14 @@ class QualityLimits:
                 f"no colour in the photo: chroma {q.colour:.1f}, needs {self.min_colour:g}"
             )
         return found
+
+    def quality_class(self, quality: FaceQuality | None) -> QualityClass:
+        """The class a face's interval is calibrated in; unmeasured faces count as large."""
+        if self.reasons(quality):
+            return QualityClass.POOR_QUALITY
+        if quality is not None and quality.eye_distance < self.large_face:
+            return QualityClass.SMALL_FACE
+        return QualityClass.LARGE_FACE
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -90,14 +90,14 @@ def verify(
         return ClaimCheck(claimed, Verdict.REFER, None, ["the model has no calibration"])
     assert record is not None
     unjudged = limits.reasons(face.quality)
-    row, poor = face.distribution[None, :], np.array([bool(unjudged)])
-    p_value = float(calibration.p_values(row, class_ages, record, np.array([claimed]), poor)[0])
+    row, kind = face.distribution[None, :], np.array([limits.quality_class(face.quality)])
+    p_value = float(calibration.p_values(row, class_ages, record, np.array([claimed]), kind)[0])
     reasons = list(unjudged)
     if len(faces) > 1:
         reasons.append(f"{len(faces)} faces in the photo: the claim is one person's")
     if reasons:
         return ClaimCheck(claimed, Verdict.REFER, p_value, reasons)
-    low, high = calibration.intervals(row, class_ages, record, 0.9, poor)[0]
+    low, high = calibration.intervals(row, class_ages, record, 0.9, kind)[0]
     if p_value >= CONSISTENT_FROM:
         return ClaimCheck(claimed, Verdict.CONSISTENT, p_value)
     if p_value <= UNLIKELY_UP_TO:

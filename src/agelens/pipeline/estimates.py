@@ -87,14 +87,15 @@ def summarize(
     scheme: GroupScheme,
     level: float = DEFAULT_INTERVAL_LEVEL,
     calibration_record: dict[str, Any] | None = None,
-    poor: NDArray[np.bool_] | None = None,
+    classes: NDArray[np.integer] | None = None,
 ) -> AgeSummary:
     """Expected age, ``level`` interval and group masses, for each row.
 
     With a bundle's conformal calibration for ``level`` the interval is the calibrated
-    one (see :mod:`agelens.decisions.calibration`), wider for rows marked ``poor`` (faces
-    the quality check fails); without, it is the central ``level`` mass of the
-    distribution in whole years, which is only as honest as the network's softmax.
+    one (see :mod:`agelens.decisions.calibration`), each row with its quality class's
+    multipliers (wider for small faces and faces the quality check fails); without, it is
+    the central ``level`` mass of the distribution in whole years, which is only as
+    honest as the network's softmax.
     """
     values = np.asarray(class_ages, dtype=np.float64)
     probabilities = distributions.astype(np.float64)
@@ -103,7 +104,9 @@ def summarize(
     groups = probabilities @ scheme.membership(values).astype(np.float64)
     if calibration.quantile_for(calibration_record, level) is not None:
         assert calibration_record is not None
-        bounds = calibration.intervals(probabilities, class_ages, calibration_record, level, poor)
+        bounds = calibration.intervals(
+            probabilities, class_ages, calibration_record, level, classes
+        )
         return AgeSummary(ages, np.round(bounds, 1), groups)
     tail = (1.0 - level) / 2
     years = np.floor(values)
