@@ -253,3 +253,21 @@ def test_numeric_options_outside_sense_are_refused(arguments):
     result = runner.invoke(app, arguments)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
+
+
+def test_gate_warns_when_a_fitted_policy_does_not_hold(tmp_path: Path, fp32_manifest, photos):
+    manifest = fp32_manifest()
+    manifest["gate"] = {
+        **manifest["gate"],
+        "holds": False,
+        "val_pass_13_17": 0.058,
+        "max_minor_pass": 0.02,
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["gate", str(photos / "astronaut.png"), "-m", str(tmp_path)])
+    words = " ".join(result.output.split())
+    assert "lets 5.8% of 13-17-year-olds pass in its worst domain" in words
+    quiet = runner.invoke(
+        app, ["gate", str(photos / "astronaut.png"), "-m", str(tmp_path), "--buffer", "7"]
+    )
+    assert "warning" not in quiet.output

@@ -17,6 +17,7 @@ from agelens.cli.common import (
     ModelOption,
     PrecisionOption,
     TtaOption,
+    err,
     fail,
     make_estimator,
     out,
@@ -62,6 +63,14 @@ def gate(
         policy = estimator.gate_policy(over, buffer)
     except ValueError as error:
         raise fail(str(error), 2) from error
+    fitted = estimator.bundle.manifest.get("gate") or {}
+    if buffer is None and fitted.get("holds") is False:
+        err.print(
+            f"[yellow]warning:[/] {estimator.bundle.name}'s policy lets "
+            f"{fitted['val_pass_13_17']:.1%} of 13-17-year-olds pass in its worst domain "
+            f"(val), over the {fitted['max_minor_pass']:.0%} it aims at: give --buffer",
+            highlight=False,
+        )
     inputs = image_sources(images)
     counts: Counter[str] = Counter()
     for found in results_in_order(estimator, inputs, aligned=False):

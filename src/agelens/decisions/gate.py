@@ -40,8 +40,9 @@ class Decision(StrEnum):
 
 
 ESTIMATE, LOWER_BOUND = "estimate", "lower_bound"
-#: What a gate may be asked: an age from 1 to 100, a buffer of up to 30 years.
-MIN_OVER, MAX_OVER, MAX_BUFFER = 1.0, 100.0, 30.0
+#: What a gate may be asked: an age from 1 to 100, a buffer of up to 40 years (a fitted
+#: policy may need that much where a network reads minors far too old).
+MIN_OVER, MAX_OVER, MAX_BUFFER = 1.0, 100.0, 40.0
 RULES = (ESTIMATE, LOWER_BOUND)
 
 
@@ -175,6 +176,8 @@ def choose_policy_domains(
         "max_minor_pass": max_minor_pass,
         "chosen_on": "val",
         "val_pass_13_17": round(max(m for m, _ in found.values()), 4),
+        # False when no buffer up to MAX_BUFFER held the minors down in every domain.
+        "holds": max(m for m, _ in found.values()) <= max_minor_pass,
         "val_pass_25_plus": round(adults, 4),
         "val_minors": min(minors_of(np.asarray(truth)) for *_, truth, _ in domains.values()),
         "val_adults": min(
