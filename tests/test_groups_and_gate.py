@@ -124,13 +124,16 @@ def test_a_fitted_buffer_holds_on_fresh_minors_not_only_on_its_own():
     fitted, naive = [], []
     for seed in range(12):
         truth, estimates = sample(seed)
-        policy = choose_policy(estimates, estimates - 100, truth)
+        policy = choose_policy(estimates, estimates - 100, truth, fit_minor_pass=0.02)
         assert policy["val_pass_13_17"] <= 1 / 140  # one of 140 may pass, not two
         minors = np.sort(estimates[:140])[::-1]
         fresh = [sample(1000 + 40 * seed + i) for i in range(40)]
         fitted += [pass_rates(e, t, 18 + policy["buffer"])[0] for t, e in fresh]
         naive += [pass_rates(e, t, np.nextafter(minors[2], np.inf))[0] for t, e in fresh]
     assert np.mean(fitted) <= 0.02 < np.mean(naive)
+    # The default fits each domain for half the promise: none of the 140 passes.
+    truth, estimates = sample(0)
+    assert choose_policy(estimates, estimates - 100, truth)["val_pass_13_17"] == 0
 
 
 def test_lower_bound_rule_reads_the_interval():

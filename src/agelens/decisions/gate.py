@@ -117,6 +117,13 @@ def pass_rates(
     return rate(minors), rate(adults)
 
 
+#: What a fitted policy promises: at most this share of 13-17-year-olds pass in any domain.
+MAX_MINOR_PASS = 0.02
+#: The share each domain is fitted for: half the promise. The promise is judged on the worst
+#: of five domains of about 150 minors each, where the highest of five noisy shares runs
+#: above their expectation; fitted for 2% itself, `cydral-v1` let 3.4% of UTKFace test's
+#: minors through on phone photos (5 of 149) with 0.7% on val.
+FIT_MINOR_PASS = 0.01
 #: One domain's fitting faces: expected ages, interval lower ends, true ages, and which
 #: faces the quality check lets be judged (the others are never passed).
 DomainScores = tuple[
@@ -130,7 +137,8 @@ def choose_policy(
     true_ages: NDArray[np.floating],
     *,
     over: float = 18,
-    max_minor_pass: float = 0.02,
+    max_minor_pass: float = MAX_MINOR_PASS,
+    fit_minor_pass: float = FIT_MINOR_PASS,
 ) -> dict[str, Any]:
     """:func:`choose_policy_domains` for one set of faces, all of which can be judged."""
     judged = np.ones(len(true_ages), dtype=bool)
@@ -138,15 +146,20 @@ def choose_policy(
         {"val": (estimates, lower_bounds, true_ages, judged)},
         over=over,
         max_minor_pass=max_minor_pass,
+        fit_minor_pass=fit_minor_pass,
     )
 
 
 def choose_policy_domains(
-    domains: dict[str, DomainScores], *, over: float = 18, max_minor_pass: float = 0.02
+    domains: dict[str, DomainScores],
+    *,
+    over: float = 18,
+    max_minor_pass: float = MAX_MINOR_PASS,
+    fit_minor_pass: float = FIT_MINOR_PASS,
 ) -> dict[str, Any]:
-    """The rule and smallest buffer (0.5-year steps) that hold ``max_minor_pass`` for
-    13-17-year-olds in the worst domain; of the two rules, the one passing more people
-    aged 25+ on average over the domains.
+    """The rule and smallest buffer (0.5-year steps) that hold ``fit_minor_pass`` for
+    13-17-year-olds in the worst domain, so that ``max_minor_pass`` holds with a margin;
+    of the two rules, the one passing more people aged 25+ on average over the domains.
 
     "Hold" is meant for minors not in the fitting data. A threshold put just above the
     fitting sample's own top 2% is too low for the next sample (the highest scores of a
@@ -163,7 +176,7 @@ def choose_policy_domains(
         truth = np.asarray(truth)
         minors = (truth >= MINORS[0]) & (truth <= MINORS[1])
         count = int(minors.sum())
-        allowed[name] = count - math.ceil((count + 1) * (1 - max_minor_pass))
+        allowed[name] = count - math.ceil((count + 1) * (1 - fit_minor_pass))
         for index, values in enumerate(scores):
             minor_scores[name, index] = np.where(judged, values, -np.inf)[minors]
 
@@ -194,11 +207,12 @@ def choose_policy_domains(
         "rule": rule,
         "buffer": buffer,
         "max_minor_pass": max_minor_pass,
-        "fit": "conformal: at most n - ceil((n + 1)(1 - max_minor_pass)) fitting minors pass",
+        "fit_minor_pass": fit_minor_pass,
+        "fit": "conformal: at most n - ceil((n + 1)(1 - fit_minor_pass)) fitting minors pass",
         "chosen_on": "val",
         "val_pass_13_17": round(max(m for m, _ in found.values()), 4),
         # False when no buffer up to MAX_BUFFER held the minors down in every domain.
-        "holds": held,
+        "holds": held and max(m for m, _ in found.values()) <= max_minor_pass,
         "val_pass_25_plus": round(adults, 4),
         "val_minors": min(minors_of(np.asarray(truth)) for *_, truth, _ in domains.values()),
         "val_adults": min(
