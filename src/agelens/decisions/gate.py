@@ -119,11 +119,15 @@ def pass_rates(
 
 #: What a fitted policy promises: at most this share of 13-17-year-olds pass in any domain.
 MAX_MINOR_PASS = 0.02
-#: The share each domain is fitted for: half the promise. The promise is judged on the worst
-#: of five domains of about 150 minors each, where the highest of five noisy shares runs
-#: above their expectation; fitted for 2% itself, `cydral-v1` let 3.4% of UTKFace test's
-#: minors through on phone photos (5 of 149) with 0.7% on val.
+#: The share each domain is fitted for where there are minors enough: half the promise.
+#: The promise is judged on the worst of five domains of about 150 minors each, where the
+#: highest of five noisy shares runs above their expectation: fitted for 2% itself,
+#: `cydral-v1` let 5 of UTKFace test's 149 minors through on phone photos (3.4%).
 FIT_MINOR_PASS = 0.01
+#: Half the promise is used only where it still lets this many fitting minors pass in a
+#: domain, so that one mislabelled face cannot set the buffer alone; with fewer minors
+#: (UTKFace val's 138 allow none at 1%), the promise itself is fitted.
+FEWEST_ALLOWED = 2
 #: One domain's fitting faces: expected ages, interval lower ends, true ages, and which
 #: faces the quality check lets be judged (the others are never passed).
 DomainScores = tuple[
@@ -175,8 +179,7 @@ def choose_policy_domains(
     for name, (*scores, truth, judged) in domains.items():
         truth = np.asarray(truth)
         minors = (truth >= MINORS[0]) & (truth <= MINORS[1])
-        count = int(minors.sum())
-        allowed[name] = count - math.ceil((count + 1) * (1 - fit_minor_pass))
+        allowed[name] = _allowed(int(minors.sum()), fit_minor_pass, max_minor_pass)
         for index, values in enumerate(scores):
             minor_scores[name, index] = np.where(judged, values, -np.inf)[minors]
 
@@ -208,7 +211,8 @@ def choose_policy_domains(
         "buffer": buffer,
         "max_minor_pass": max_minor_pass,
         "fit_minor_pass": fit_minor_pass,
-        "fit": "conformal: at most n - ceil((n + 1)(1 - fit_minor_pass)) fitting minors pass",
+        "fit": "conformal: at most n - ceil((n + 1)(1 - a)) fitting minors pass, a = "
+        "fit_minor_pass where that allows 2 or more, else max_minor_pass",
         "chosen_on": "val",
         "val_pass_13_17": round(max(m for m, _ in found.values()), 4),
         # False when no buffer up to MAX_BUFFER held the minors down in every domain.
@@ -225,6 +229,16 @@ def choose_policy_domains(
             for name, (m, a) in found.items()
         }
     return policy
+
+
+def _allowed(count: int, fit_minor_pass: float, max_minor_pass: float) -> int:
+    """How many of ``count`` fitting minors may pass: the conformal count for
+    ``fit_minor_pass``, or for ``max_minor_pass`` where that would allow too few."""
+    for share in (fit_minor_pass, max_minor_pass):
+        allowed = count - math.ceil((count + 1) * (1 - share))
+        if allowed >= FEWEST_ALLOWED:
+            return allowed
+    return allowed
 
 
 def too_few_minors(policy: dict[str, Any]) -> str | None:
