@@ -109,7 +109,10 @@ def calibrate(
         "data": spec_label(data),
         "precision": estimator.bundle.precision,
     }
-    policy = fit_policy_domains(faces, estimator.bundle.ages, manifest["calibration"])
+    policy = {
+        **fit_policy_domains(faces, estimator.bundle.ages, manifest["calibration"]),
+        "chosen_on": split,
+    }
     if (reason := too_few_minors(policy)) is None:
         manifest["gate"] = policy
     else:
