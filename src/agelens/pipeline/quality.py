@@ -77,8 +77,9 @@ def measure_many(
     # The eye line's angle, from the image's left eye to its right eye.
     flip = np.where(axis[:, 0] < 0, -1.0, 1.0)[:, None]
     roll = np.degrees(np.arctan2(axis[:, 1] * flip[:, 0], axis[:, 0] * flip[:, 0]))
-    inner = np.stack([_inner_face(image, np.asarray(marks, float)) for image, marks in faces])
-    grey = inner.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    inner = np.stack([_inner_face(image, marks) for image, marks in faces]).astype(np.float32)
+    red, green, blue = inner[..., 0], inner[..., 1], inner[..., 2]
+    grey = 0.299 * red + 0.587 * green + 0.114 * blue
     laplacian = (
         grey[:, 1:-1, :-2]
         + grey[:, 1:-1, 2:]
@@ -86,32 +87,40 @@ def measure_many(
         + grey[:, 2:, 1:-1]
         - 4 * grey[:, 1:-1, 1:-1]
     )
-    contrast = np.maximum(grey.std(axis=(1, 2)), 1.0)
-    chroma = inner.max(axis=3).astype(np.float32) - inner.min(axis=3)
+    # Reductions over one flat axis each: numpy is slow on several small axes, or the last
+    # axis of three colours.
+    flat = grey.reshape(len(faces), -1)
+    contrast = np.maximum(flat.std(axis=1), 1.0)
+    chroma = np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue)
     columns = zip(
         eye_distance,
-        np.abs(laplacian).mean(axis=(1, 2)) / contrast,
-        grey.mean(axis=(1, 2)),
-        ((grey <= _DARK) | (grey >= _BRIGHT)).mean(axis=(1, 2)),
+        np.abs(laplacian).reshape(len(faces), -1).mean(axis=1) / contrast,
+        flat.mean(axis=1),
+        ((flat <= _DARK) | (flat >= _BRIGHT)).mean(axis=1),
         np.abs((offset * unit).sum(axis=1)) / scale,
         np.abs(offset[:, 0] * unit[:, 1] - offset[:, 1] * unit[:, 0]) / scale,
         roll,
-        chroma.mean(axis=(1, 2)),
+        chroma.reshape(len(faces), -1).mean(axis=1),
         strict=True,
     )
     return [FaceQuality(*(float(value) for value in row)) for row in columns]
 
 
-def _inner_face(image: RGBImage, points: np.ndarray) -> np.ndarray:
+def _inner_face(image: RGBImage, landmarks: Sequence[tuple[float, float]]) -> np.ndarray:
     """The face between the landmarks, turned upright, at a fixed size."""
+    # Plain Python on five points: numpy's per-call overhead cost more than the chip itself.
+    xs = [round(x) for x, _ in landmarks]
+    ys = [round(y) for _, y in landmarks]
+    # dlib copies the image it cuts from: give it the region around the face, not the photo.
+    reach = 2 * max(max(xs) - min(xs), max(ys) - min(ys), 1)
+    left, top = max(min(xs) - reach, 0), max(min(ys) - reach, 0)
+    region = np.ascontiguousarray(image[top : max(ys) + reach, left : max(xs) + reach])
+    xs, ys = [x - left for x in xs], [y - top for y in ys]
     shape = dlib.points()
-    for x, y in points:
-        shape.append(dlib.point(round(x), round(y)))
-    xs, ys = points[:, 0], points[:, 1]
-    rect = dlib.rectangle(
-        round(xs.min()), round(ys.min()), round(max(xs.max(), xs.min() + 1)), round(ys.max() + 1)
-    )
+    for x, y in zip(xs, ys, strict=True):
+        shape.append(dlib.point(x, y))
+    rect = dlib.rectangle(min(xs), min(ys), max(max(xs), min(xs) + 1), max(ys) + 1)
     details = dlib.get_face_chip_details(
         dlib.full_object_detection(rect, shape), _SCALE, _INNER_PADDING
     )
-    return np.asarray(dlib.extract_image_chip(image, details), dtype=np.uint8)
+    return np.asarray(dlib.extract_image_chip(region, details), dtype=np.uint8)
