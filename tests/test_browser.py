@@ -199,5 +199,5 @@ def test_the_page_says_why_a_face_was_referred(page, astronaut, tmp_path):
     page.fill("#over", "18")
     page.fill("#buffer", "0")
     page.set_input_files("#photo", str(photo))
-    page.wait_for_selector("#faces tbody tr.face-row .reason")
-    assert "no colour" in page.locator("#faces tbody tr.face-row .reason").first.inner_text()
+    page.wait_for_selector("#faces tbody tr.face-row .reason:has-text('no colour')")
+    assert "refer" in page.locator("#faces tbody tr.face-row td").nth(4).inner_text()

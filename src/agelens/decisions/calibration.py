@@ -8,19 +8,15 @@ It covers a fresh face with probability at least ``L`` when faces are exchangeab
 with the validation set, and it is wide where the network is unsure, narrow where it
 is sure.
 
-The floor keeps a network whose softmax is far too sure of itself from getting absurd
-intervals: the bundled network gives some faces an ``sd`` under a year and yet errs by
-ten. Errors in years grow with age, so the floor does too: it is ``floor x (age + 5) /
-40`` years, the stored value at 35 (records written before it grew, without
-``floor_grows_with_age``, keep a constant floor). It is the value of :data:`FLOORS`
-whose 90% intervals are narrowest on the calibration data.
+The floor keeps a network far too sure of itself (an ``sd`` under a year, errors of ten)
+from absurd intervals. Errors grow with age, so the floor does: ``floor x (age + 5) / 40``
+years (records without ``floor_grows_with_age`` keep a constant one). It is the value of
+:data:`FLOORS` whose 90% intervals are narrowest on the calibration data.
 
-Calibrated on one set of faces, the guarantee holds only for faces like them: intervals
-fitted on clean web crops covered 80-83% of the faces of scanned prints. AgeLens
-therefore calibrates on the domain suite (:mod:`agelens.evaluation.domains`), taking for
-each level the worst domain's quantile, separately for each quality class (a Mondrian
-split: each class gets its own guarantee): large faces that pass the quality check, small
-ones that pass it, and faces that fail it.
+The guarantee holds only for faces like the calibration's: intervals fitted on clean web
+crops covered 80-83% of scanned prints. So AgeLens calibrates on the domain suite
+(:mod:`agelens.evaluation.domains`), with each level's worst-domain quantile, per quality
+class (large judged faces, small ones, faces the quality check fails: a Mondrian split).
 """
 
 from __future__ import annotations

@@ -28,7 +28,12 @@ function showError(message) {
   statusLine.textContent = "";
 }
 
+// Each analysis takes a ticket; an answer that arrives after a newer request was sent is
+// dropped, so a slow earlier answer never overwrites the later one.
+let latestTicket = 0;
+
 async function analyse(file) {
+  const ticket = ++latestTicket;
   currentFile = file;
   errorLine.hidden = true;
   statusLine.textContent = "Estimating…";
@@ -54,6 +59,7 @@ async function analyse(file) {
   let answer;
   try {
     answer = await response.json();
+    if (ticket !== latestTicket) return;
   } catch {
     showError(`The server answered ${response.status} without a readable message.`);
     return;
