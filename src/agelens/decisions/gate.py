@@ -175,11 +175,12 @@ def choose_policy_domains(
     Faces the quality check refers never pass. Fitted on validation data, stored in a
     bundle as its default gate policy.
     """
-    allowed, minor_scores = {}, {}
+    allowed, minor_scores, minor_counts = {}, {}, {}
     for name, (*scores, truth, judged) in domains.items():
         truth = np.asarray(truth)
         minors = (truth >= MINORS[0]) & (truth <= MINORS[1])
-        allowed[name] = _allowed(int(minors.sum()), fit_minor_pass, max_minor_pass)
+        minor_counts[name] = int(minors.sum())
+        allowed[name] = _allowed(minor_counts[name], fit_minor_pass, max_minor_pass)
         for index, values in enumerate(scores):
             minor_scores[name, index] = np.where(judged, values, -np.inf)[minors]
 
@@ -204,7 +205,6 @@ def choose_policy_domains(
         adults = float(np.nanmean([a for _, a in found.values()]))
         candidates.append((adults, -buffer, rule, buffer, found, holds(index, over + buffer)))
     adults, _, rule, buffer, found, held = max(candidates, key=lambda c: c[:2])
-    minors_of = lambda truth: int(((truth >= MINORS[0]) & (truth <= MINORS[1])).sum())  # noqa: E731
     policy: dict[str, Any] = {
         "over": over,
         "rule": rule,
@@ -218,7 +218,7 @@ def choose_policy_domains(
         # False when no buffer up to MAX_BUFFER held the minors down in every domain.
         "holds": held and max(m for m, _ in found.values()) <= max_minor_pass,
         "val_pass_25_plus": round(adults, 4),
-        "val_minors": min(minors_of(np.asarray(truth)) for *_, truth, _ in domains.values()),
+        "val_minors": min(minor_counts.values()),
         "val_adults": min(
             int((np.asarray(t) >= ADULTS_FROM).sum()) for *_, t, _ in domains.values()
         ),

@@ -116,11 +116,20 @@ def upright_crop(
     image: RGBImage, landmarks: Sequence[tuple[float, float]], size: int, padding: float
 ) -> NDArray[np.uint8]:
     """The face whose 5 dlib landmarks are given, turned upright and cut square, as the
-    network's chip is framed but at ``size`` pixels: for people to look at."""
+    network's chip is framed but at ``size`` pixels: for people to look at, and for the
+    quality check to measure."""
+    xs = [round(x) for x, _ in landmarks]
+    ys = [round(y) for _, y in landmarks]
+    # dlib copies the image it cuts from: give it the region around the face, not the photo.
+    reach = round(2 * (1 + 2 * padding) * max(max(xs) - min(xs), max(ys) - min(ys), 1))
+    left, top = max(min(xs) - reach, 0), max(min(ys) - reach, 0)
+    region = np.ascontiguousarray(image[top : max(ys) + reach, left : max(xs) + reach])
     points = dlib.points()
-    for x, y in landmarks:
-        points.append(dlib.point(round(x), round(y)))
-    xs, ys = [p.x for p in points], [p.y for p in points]
-    rect = dlib.rectangle(min(xs), min(ys), max(max(xs), min(xs) + 1), max(max(ys), min(ys) + 1))
+    for x, y in zip(xs, ys, strict=True):
+        points.append(dlib.point(x - left, y - top))
+    low_x, low_y = min(xs) - left, min(ys) - top
+    rect = dlib.rectangle(
+        low_x, low_y, max(max(xs) - left, low_x + 1), max(max(ys) - top, low_y + 1)
+    )
     details = dlib.get_face_chip_details(dlib.full_object_detection(rect, points), size, padding)
-    return np.ascontiguousarray(dlib.extract_image_chip(image, details), dtype=np.uint8)
+    return np.ascontiguousarray(dlib.extract_image_chip(region, details), dtype=np.uint8)

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import dlib
 import numpy as np
 
+from agelens.pipeline.chips import upright_crop
 from agelens.pipeline.images import RGBImage
 
 #: The inner face is cut at this many pixels a side, between eyebrows and chin.
@@ -75,9 +75,11 @@ def measure_many(
     unit = axis / scale[:, None]
     offset = points[:, 4] - (first_eye + second_eye) / 2
     # The eye line's angle, from the image's left eye to its right eye.
-    flip = np.where(axis[:, 0] < 0, -1.0, 1.0)[:, None]
-    roll = np.degrees(np.arctan2(axis[:, 1] * flip[:, 0], axis[:, 0] * flip[:, 0]))
-    inner = np.stack([_inner_face(image, marks) for image, marks in faces]).astype(np.float32)
+    flip = np.where(axis[:, 0] < 0, -1.0, 1.0)
+    roll = np.degrees(np.arctan2(axis[:, 1] * flip, axis[:, 0] * flip))
+    inner = np.stack(
+        [upright_crop(image, marks, _SCALE, _INNER_PADDING) for image, marks in faces]
+    ).astype(np.float32)
     red, green, blue = inner[..., 0], inner[..., 1], inner[..., 2]
     grey = 0.299 * red + 0.587 * green + 0.114 * blue
     laplacian = (
@@ -104,23 +106,3 @@ def measure_many(
         strict=True,
     )
     return [FaceQuality(*(float(value) for value in row)) for row in columns]
-
-
-def _inner_face(image: RGBImage, landmarks: Sequence[tuple[float, float]]) -> np.ndarray:
-    """The face between the landmarks, turned upright, at a fixed size."""
-    # Plain Python on five points: numpy's per-call overhead cost more than the chip itself.
-    xs = [round(x) for x, _ in landmarks]
-    ys = [round(y) for _, y in landmarks]
-    # dlib copies the image it cuts from: give it the region around the face, not the photo.
-    reach = 2 * max(max(xs) - min(xs), max(ys) - min(ys), 1)
-    left, top = max(min(xs) - reach, 0), max(min(ys) - reach, 0)
-    region = np.ascontiguousarray(image[top : max(ys) + reach, left : max(xs) + reach])
-    xs, ys = [x - left for x in xs], [y - top for y in ys]
-    shape = dlib.points()
-    for x, y in zip(xs, ys, strict=True):
-        shape.append(dlib.point(x, y))
-    rect = dlib.rectangle(min(xs), min(ys), max(max(xs), min(xs) + 1), max(ys) + 1)
-    details = dlib.get_face_chip_details(
-        dlib.full_object_detection(rect, shape), _SCALE, _INNER_PADDING
-    )
-    return np.asarray(dlib.extract_image_chip(region, details), dtype=np.uint8)
