@@ -4,7 +4,6 @@ actor costing nothing, and resuming. CI runs these on one machine, without a clu
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -132,26 +131,36 @@ def test_a_killed_actor_loses_no_image_and_writes_none_twice(astronaut, tmp_path
         Image.fromarray(dimmed).save(folder / f"{index:03d}.jpg")
     out = tmp_path / "ages.parquet"
     written = [0]
-    killed: list[int] = []
+    killed: list[tuple[int, int]] = []  # (pid, rows written when it was killed)
+    run_started = time.time()
+
+    def this_runs_actors() -> list[psutil.Process]:
+        """Live estimator actors started by this run, not an earlier test's leftovers."""
+        found = []
+        for process in psutil.process_iter(["pid", "cmdline", "create_time"]):
+            if "EstimatorActor" in " ".join(process.info["cmdline"] or []) and (
+                process.info["create_time"] >= run_started - 1
+            ):
+                found.append(process)
+        return found
 
     def kill_an_actor() -> None:
         deadline = time.monotonic() + 120
-        actors: list[int] = []
-        while time.monotonic() < deadline and not actors:
-            actors = [
-                process.info["pid"]
-                for process in psutil.process_iter(["pid", "cmdline"])
-                if "EstimatorActor" in " ".join(process.info["cmdline"] or [])
-            ]
+        while time.monotonic() < deadline and not this_runs_actors():
             time.sleep(0.1)
         # Mid-run: once the first rows are in, or the actors have had 6 s (time to load
         # the model and start on 480 images), whichever comes first.
         started = time.monotonic()
         while time.monotonic() < min(deadline, started + 6) and written[0] == 0:
             time.sleep(0.01)
-        if actors:
-            killed.append(written[0])
-            os.kill(actors[0], signal.SIGKILL)
+        for actor in this_runs_actors():
+            try:
+                actor.send_signal(signal.SIGKILL)
+                actor.wait(timeout=10)
+            except psutil.NoSuchProcess:
+                continue  # gone before the signal: try the next one
+            killed.append((actor.pid, written[0]))
+            return
 
     def count(images: int) -> None:
         written[0] += images
@@ -162,7 +171,10 @@ def test_a_killed_actor_loses_no_image_and_writes_none_twice(astronaut, tmp_path
     # Batches of 8: rows stream back early, and much is left to do when the actor dies.
     _run(folder, out, actors=2, on_images=count, batch_size=8)
     killer.join()
-    assert killed and killed[0] < 480, f"no actor was killed mid-run ({killed})"
+    assert killed, "no actor of this run was killed"
+    pid, rows_by_then = killed[0]
+    assert rows_by_then < 480, f"the actor was killed after the run had finished ({killed})"
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert time.monotonic() - started < 300
     rows = _by_image(_rows(out))  # no (image, face) twice
     assert {image for image, _ in rows} == {str(p) for p in folder.glob("*.jpg")}

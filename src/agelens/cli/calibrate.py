@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +10,7 @@ import numpy as np
 import typer
 from rich.markup import escape
 
+from agelens import strict_json
 from agelens.cli.common import (
     AlignedOption,
     DataOption,
@@ -28,6 +28,7 @@ from agelens.decisions.quality import QualityLimits
 from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
 from agelens.evaluation.domains import CLEAN, DOMAINS
+from agelens.evaluation.metrics import with_faces
 from agelens.models.bundles import DEFAULT_BUNDLE
 
 DomainsOption = Annotated[
@@ -85,13 +86,15 @@ def calibrate(
     limits = QualityLimits()
     faces: dict[str, calibration.DomainFaces] = {}
     for name in chosen:
-        predictions = predict_with_progress(
-            estimator,
-            samples,
-            f"Calibrating ({name})",
-            aligned=aligned,
-            distribution=True,
-            domain=None if chosen == [CLEAN] else name,
+        predictions = with_faces(
+            predict_with_progress(
+                estimator,
+                samples,
+                f"Calibrating ({name})",
+                aligned=aligned,
+                distribution=True,
+                domain=None if chosen == [CLEAN] else name,
+            )
         )
         faces[name] = (
             np.stack([p.face.distribution for p in predictions]),
@@ -130,7 +133,7 @@ def calibrate(
         for artifact in artifacts:
             if "package" not in artifact:
                 shutil.copy2(source / artifact["path"], folder / artifact["path"])
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (folder / "manifest.json").write_text(strict_json.dumps(manifest, indent=2) + "\n")
     out.print_json(
-        json.dumps({"calibration": manifest["calibration"], "gate": manifest.get("gate")})
+        strict_json.dumps({"calibration": manifest["calibration"], "gate": manifest.get("gate")})
     )

@@ -3,7 +3,6 @@ must they show ID?) and ``agelens verify`` (is a claimed age consistent with the
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from typing import Annotated, Any
@@ -11,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from agelens import strict_json
 from agelens.batch import ImageResult
 from agelens.cli.common import (
     JsonOption,
@@ -81,7 +81,7 @@ def gate(
         result = estimator.decide(found.faces, policy)
         counts[str(result.decision)] += 1
         if as_json:
-            sys.stdout.write(json.dumps(_record(str(found.path), result, over)) + "\n")
+            sys.stdout.write(strict_json.dumps(_record(str(found.path), result, over)) + "\n")
         else:
             _explain(str(found.path) if len(inputs) > 1 else None, result, over)
     if len(inputs) > 1 and not as_json:
@@ -103,7 +103,7 @@ def _exit_code(counts: Counter[str], codes: dict[Any, int]) -> int:
 
 def _report_unreadable(found: ImageResult, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps({"image": str(found.path), "error": found.error}) + "\n")
+        sys.stdout.write(strict_json.dumps({"image": str(found.path), "error": found.error}) + "\n")
     else:
         print_faces(found)  # its error, as predict prints it
 
@@ -200,7 +200,7 @@ def verify(
                 **check.to_dict(),
                 "faces": [face.to_dict() for face in found.faces],
             }
-            sys.stdout.write(json.dumps(record) + "\n")
+            sys.stdout.write(strict_json.dumps(record) + "\n")
         else:
             _explain_claim(str(found.path) if len(inputs) > 1 else None, check)
     code = _exit_code(counts, VERIFY_EXIT)

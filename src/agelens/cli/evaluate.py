@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from agelens import strict_json
 from agelens.cli.common import (
     AlignedOption,
     DataOption,
@@ -84,7 +84,7 @@ def evaluate(
         }
         runs.append((result, predictions, estimator.bundle.folder))
         if as_json:
-            sys.stdout.write(json.dumps(result) + "\n")
+            sys.stdout.write(strict_json.dumps(result) + "\n")
         else:
             _print_metrics(result)
     if report is not None:

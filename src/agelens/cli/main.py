@@ -3,7 +3,6 @@ calibrate)."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Annotated
@@ -12,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.padding import Padding
 
-from agelens import __version__
+from agelens import __version__, strict_json
 from agelens.cli.calibrate import calibrate
 from agelens.cli.common import (
     JsonOption,
@@ -63,7 +62,7 @@ def models(as_json: JsonOption = False) -> None:
     """List the models that come with AgeLens (age networks, face detector), with licences."""
     rows = describe_builtin_bundles()
     if as_json:
-        sys.stdout.write(json.dumps(rows) + "\n")
+        sys.stdout.write(strict_json.dumps(rows) + "\n")
         return
     for row in rows:
         # One block per model: readable at 80 columns, where a wide table folds words.

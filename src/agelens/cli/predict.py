@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -15,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from agelens import strict_json
 from agelens.batch import EstimatorPool, ImageResult, Source, estimate_in_order
 from agelens.cli.common import (
     AlignedOption,
@@ -203,7 +203,7 @@ def predict(
                 table.writerows(flat_rows(name, result.faces, result.error, group_names))
             if as_json:
                 record = image_record(name, result.faces, result.error, distribution=distribution)
-                sys.stdout.write(json.dumps(record) + "\n")
+                sys.stdout.write(strict_json.dumps(record) + "\n")
             else:
                 print_faces(result, distribution)
     if failed:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from agelens import strict_json
 from agelens.cli.common import (
     DataOption,
     GroupsOption,
@@ -46,7 +46,7 @@ def eda(
         task = progress.add_task("Reading images", total=len(unique))
         summary = run_eda(dataset, unique, out_dir, on_progress=partial(progress.advance, task))
     if as_json:
-        out.print_json(json.dumps(summary))
+        out.print_json(strict_json.dumps(summary))
     else:
         out.print(
             f"{summary['images']} distinct images, {summary['duplicates']} duplicates, "
@@ -210,4 +210,4 @@ def train(
     if reason := manifest.get("gate_not_fitted"):
         err.print(f"[yellow]warning:[/] {escape(reason)}", highlight=False)
     metrics = manifest["metrics"]
-    out.print_json(json.dumps({"bundle": str(out_dir), "metrics": metrics}))
+    out.print_json(strict_json.dumps({"bundle": str(out_dir), "metrics": metrics}))

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from agelens import strict_json
 from agelens.errors import DatasetError
 
 Split = Literal["train", "val", "test", "all"]
@@ -201,7 +201,7 @@ def write_split(
         "counts": counts,
         "members": members,
     }
-    path.write_text(json.dumps(record))
+    path.write_text(strict_json.dumps(record))
     return counts
 
 

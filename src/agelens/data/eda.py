@@ -8,7 +8,6 @@ to PNG plots, ``eda.json`` and one HTML page.
 from __future__ import annotations
 
 import html
-import json
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from agelens import strict_json
 from agelens.data.datasets import Dataset, Sample
 from agelens.decisions.groups import DECADES
 from agelens.errors import ImageError
@@ -111,7 +111,7 @@ def run_eda(
     if ages:
         summary["age"] = _describe(np.array(ages))
     figures = _figures(out, stats, kept, classes, ages, seed)
-    (out / "eda.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "eda.json").write_text(strict_json.dumps(summary, indent=2) + "\n")
     (out / "index.html").write_text(_html(summary, figures))
     return summary
 

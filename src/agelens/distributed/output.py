@@ -17,6 +17,8 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from agelens import strict_json
+
 _PART = "part-{:06d}.parquet"
 
 
@@ -68,7 +70,7 @@ class JsonLinesWriter:
         self.handle = path.open("a", encoding="utf-8")
 
     def write(self, table: pa.Table) -> None:
-        self.handle.write("".join(json.dumps(row) + "\n" for row in table.to_pylist()))
+        self.handle.write("".join(strict_json.dumps(row) + "\n" for row in table.to_pylist()))
         self.handle.flush()
         os.fsync(self.handle.fileno())
 

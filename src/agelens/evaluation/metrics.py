@@ -62,6 +62,12 @@ def predict_samples(
             yield Prediction(sample, result.faces[0], not result.whole_image)
 
 
+def with_faces(predictions: Sequence[Prediction]) -> list[Prediction]:
+    """The predictions of samples where a face was found: an image with no face is
+    counted under ``no_face``, never scored as if the whole image were one."""
+    return [p for p in predictions if p.found]
+
+
 def true_group(sample: Sample, scheme: GroupScheme) -> str | None:
     """The sample's group label, or the group its age falls in under ``scheme``."""
     if sample.group is not None:
@@ -153,13 +159,16 @@ def metrics(
 
     ``coverage90`` is the share of true ages inside the reported interval (90% by
     default). ``by_gender`` and ``by_race`` appear when the data has them, ``gate``
-    when ``policy`` is given and the data has ages.
+    when ``policy`` is given and the data has ages. Images with no face count in
+    ``no_face`` only; every other figure is over the ``scored`` faces.
     """
+    scored = with_faces(predictions)
     result: dict[str, Any] = {
         "n": len(predictions),
-        "no_face": sum(not p.found for p in predictions),
+        "no_face": len(predictions) - len(scored),
+        "scored": len(scored),
     }
-    with_age = [p for p in predictions if p.sample.age is not None]
+    with_age = [p for p in scored if p.sample.age is not None]
     if with_age:
         truth = np.array([p.sample.age for p in with_age], dtype=np.float64)
         errors = np.abs(np.array([p.face.age for p in with_age]) - truth)
@@ -179,7 +188,7 @@ def metrics(
         if policy is not None:
             result["gate"] = gate_figures(with_age, policy)
     if scheme is not None:
-        labels, matrix = confusion(predictions, scheme)
+        labels, matrix = confusion(scored, scheme)
         if matrix.sum():
             result["accuracy"] = round(float(np.trace(matrix) / matrix.sum()), 4)
             result["confusion"] = {"labels": labels, "matrix": matrix.tolist()}

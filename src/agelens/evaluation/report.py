@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from agelens import strict_json
 from agelens.decisions.gate import MIN_MINORS, GatePolicy, pass_rates
 from agelens.decisions.groups import GroupScheme
 from agelens.errors import ImageError
-from agelens.evaluation.metrics import Prediction, gate_scores, share_text
+from agelens.evaluation.metrics import Prediction, gate_scores, share_text, with_faces
 from agelens.evaluation.plots import (
     plot_bars,
     plot_confusion,
@@ -43,7 +44,7 @@ METRIC_NAMES = {
     "coverage90": "share inside the 90% interval",
     "accuracy": "group accuracy",
     "bias": "mean error (years; + is too old)",
-    "no_face": "photos with no face found",
+    "no_face": "photos with no face found (left out of every figure)",
     "unreadable": "unreadable files",
 }
 
@@ -60,8 +61,8 @@ def write_report(
     if len(runs) > 1:
         sections.append("<h2>Comparison</h2>" + _comparison(runs))
     for result, predictions, folder in runs:
-        sections.append(_model_section(out, result, predictions, folder, scheme))
-    (out / "metrics.json").write_text(json.dumps([r for r, _, _ in runs], indent=2) + "\n")
+        sections.append(_model_section(out, result, with_faces(predictions), folder, scheme))
+    (out / "metrics.json").write_text(strict_json.dumps([r for r, _, _ in runs], indent=2) + "\n")
     path = out / "index.html"
     path.write_text(page(title, "\n".join(sections)))
     return path

@@ -19,7 +19,7 @@ import anyio
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
@@ -35,6 +35,7 @@ from agelens.pipeline.images import RGBImage, load_image
 from agelens.server.access import api_key_guard
 from agelens.server.error_handlers import add_error_handlers
 from agelens.server.headers import SecurityHeaders
+from agelens.server.json_response import StrictJSONResponse
 from agelens.server.memory import large_photo_guard
 from agelens.server.schemas import EstimateOut, GateOut, VerifyOut
 from agelens.server.settings import ServerSettings
@@ -107,6 +108,7 @@ def create_app(
         description="Ages of the faces in a photo, with intervals, age groups and an age gate. "
         "Photos are processed in memory and never stored.",
         lifespan=lifespan,
+        default_response_class=StrictJSONResponse,
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -132,10 +134,10 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["service"], responses={503: {"description": "model not loaded"}})
-    async def readyz(request: Request) -> JSONResponse:
+    async def readyz(request: Request) -> StrictJSONResponse:
         """The model is loaded and requests will be answered."""
         ready = getattr(request.app.state, "estimator", None) is not None
-        return JSONResponse(
+        return StrictJSONResponse(
             {"status": "ready" if ready else "starting"}, status_code=200 if ready else 503
         )
 

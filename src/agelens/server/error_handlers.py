@@ -6,7 +6,6 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from agelens.errors import (
@@ -17,6 +16,7 @@ from agelens.errors import (
     TruncatedImageError,
     UnsupportedImageError,
 )
+from agelens.server.json_response import StrictJSONResponse
 from agelens.server.uploads import UploadError
 
 log = logging.getLogger("agelens.server")
@@ -33,29 +33,31 @@ IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
 
 def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UploadError)
-    async def upload_error(_: Request, error: UploadError) -> JSONResponse:
-        return JSONResponse({"error": error.message}, status_code=error.status)
+    async def upload_error(_: Request, error: UploadError) -> StrictJSONResponse:
+        return StrictJSONResponse({"error": error.message}, status_code=error.status)
 
     @app.exception_handler(ImageError)
-    async def image_error(_: Request, error: ImageError) -> JSONResponse:
+    async def image_error(_: Request, error: ImageError) -> StrictJSONResponse:
         status = next(
             (code for kind, code in IMAGE_ERROR_STATUS.items() if isinstance(error, kind)), 422
         )
         # The message names the problem, never the content: "<bytes>: ...".
-        return JSONResponse({"error": str(error).removeprefix("<bytes>: ")}, status_code=status)
+        return StrictJSONResponse(
+            {"error": str(error).removeprefix("<bytes>: ")}, status_code=status
+        )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+    async def invalid_request(_: Request, error: RequestValidationError) -> StrictJSONResponse:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in issue['loc'])}: {issue['msg']}" for issue in error.errors()
         )
-        return JSONResponse({"error": problems}, status_code=422)
+        return StrictJSONResponse({"error": problems}, status_code=422)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+    async def http_error(_: Request, error: HTTPException) -> StrictJSONResponse:
+        return StrictJSONResponse({"error": str(error.detail)}, status_code=error.status_code)
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+    async def unexpected(_: Request, error: Exception) -> StrictJSONResponse:
         log.error("unexpected %s while serving a request", type(error).__name__)
-        return JSONResponse({"error": "internal error"}, status_code=500)
+        return StrictJSONResponse({"error": "internal error"}, status_code=500)

@@ -9,7 +9,6 @@ ordinary age bundle (ONNX + manifest) that ``predict``, ``gate`` and the server 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from agelens import strict_json
 from agelens.data.datasets import (
     Dataset,
     spec_label,
@@ -103,11 +103,13 @@ def write_bundle(
         "bytes": model_path.stat().st_size,
         "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
     }
-    (options.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (options.out / "manifest.json").write_text(strict_json.dumps(manifest, indent=2) + "\n")
     # The bundle is whole: a run of the same job starts afresh rather than resuming.
     (options.out / "checkpoint.pt").unlink(missing_ok=True)
     if result.history:
-        (options.out / "history.json").write_text(json.dumps(result.history, indent=2) + "\n")
+        (options.out / "history.json").write_text(
+            strict_json.dumps(result.history, indent=2) + "\n"
+        )
         plot_curves(result.history, options.out / "curves.png", options.config.task)
     return manifest
 
