@@ -196,6 +196,20 @@ def test_train_takes_a_teacher_only_in_finetune_mode_and_by_a_name_it_knows(tmp_
     assert "Traceback" not in result.output
 
 
+def test_evaluate_limit_is_a_seeded_sample_not_the_first_names(face_dataset: Path):
+    def run(*extra: str) -> dict:
+        arguments = ["evaluate", "--data", f"utkface:{face_dataset}", "--split", "all"]
+        result = runner.invoke(app, [*arguments, "--aligned", "--limit", "12", "--json", *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    first, again, other = run(), run(), run("--seed", "3")
+    # By name, the first 12 would all be the younger face (ages 39-45).
+    assert {"25-39", "40-59"} & set(first["per_band"]) and "60+" in first["per_band"]
+    assert first["sample"] == {"limit": 12, "seed": 0} and other["sample"]["seed"] == 3
+    assert first["mae"] == again["mae"] and first["n"] == 12
+
+
 def test_evaluate_bad_spec():
     result = runner.invoke(app, ["evaluate", "--data", "nowhere"])
     assert result.exit_code == 2 and "KIND:PATH" in result.output

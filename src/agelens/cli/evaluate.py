@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,7 +51,15 @@ def evaluate(
     tta: TtaOption = None,
     precision: PrecisionOption = None,
     over: Annotated[float, typer.Option(help="Threshold of the age-gate figures.")] = 18,
-    limit: Annotated[int | None, typer.Option(help="Score only the first N samples.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Score a random sample of N (seeded by --seed, so runs agree), "
+            "not the first N by name.",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the --limit sample.")] = 0,
     report: Annotated[
         Path | None,
         typer.Option(help="Write metrics.json, figures and an HTML report to this folder."),
@@ -61,7 +70,9 @@ def evaluate(
     try:
         dataset = read_dataset(data)
         chosen = split or ("all" if dataset.kind in ("csv", "folder") else "test")
-        samples = select_split(dataset, chosen)[:limit]  # type: ignore[arg-type]
+        samples = select_split(dataset, chosen)  # type: ignore[arg-type]
+        if limit is not None and limit < len(samples):
+            samples = sorted(random.Random(seed).sample(samples, limit), key=lambda s: s.path)
     except AgeLensError as error:
         raise fail(str(error), 2) from error
     if not samples:
@@ -76,6 +87,7 @@ def evaluate(
         result = {
             "data": data,
             "split": chosen,
+            "sample": None if limit is None else {"limit": limit, "seed": seed},
             "model": estimator.bundle.name,
             "tta": estimator.tta,
             "precision": estimator.bundle.precision,
@@ -101,7 +113,7 @@ def _print_metrics(result: dict[str, Any]) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.items():
-        if not isinstance(value, dict):
+        if value is not None and not isinstance(value, dict):
             table.add_row(key, str(value))
     for band, numbers in result.get("per_band", {}).items():
         table.add_row(f"MAE {band}", f"{numbers['mae']:.2f} (n={numbers['n']})")
