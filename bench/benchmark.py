@@ -7,7 +7,7 @@ Speed: images/s end to end (JPEG file -> ages) on those photos, and faces/s on
 the aligned crops, for AgeLens and for the peer, on the same files: the median of
 three runs each (all runs are kept), after models and worker processes have started.
 
-    python bench/benchmark.py --data ../shared/data/UTKFace --out bench/results/utkface.json
+    python bench/benchmark.py --data data/UTKFace --out bench/results/utkface.json
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/UTKFace"))
+    parser.add_argument("--data", type=Path, default=Path("data/UTKFace"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/utkface.json"))
     parser.add_argument("--limit", type=int, default=None, help="score only the first N test faces")
     parser.add_argument("--speed-n", type=int, default=1000, help="files per throughput run")

@@ -50,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", required=True, help="the earlier commit")
     parser.add_argument("-m", "--model", default="cydral-v1")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/UTKFace"))
+    parser.add_argument("--data", type=Path, default=Path("data/UTKFace"))
     parser.add_argument("--faces", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=11)
     parser.add_argument("--out", type=Path, default=Path("bench/results/code_speed.json"))

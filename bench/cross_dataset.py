@@ -14,7 +14,7 @@ For every model given with -m (a bundle name or folder), with `agelens evaluate`
 
 Rows of models not run this time are kept from the last run.
 
-    python bench/cross_dataset.py --data ../shared/data -m cydral-v1 -m agelens-utk-v1 \\
+    python bench/cross_dataset.py --data data -m cydral-v1 -m agelens-utk-v1 \\
         --out bench/results/cross_dataset.json
 """
 
@@ -74,7 +74,7 @@ def degraded(data: Path, folder: Path, name: str) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("-m", "--model", action="append", required=True)
     parser.add_argument("--out", type=Path, default=Path("bench/results/cross_dataset.json"))
     args = parser.parse_args()

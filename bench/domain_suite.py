@@ -10,7 +10,7 @@ share passing at each age 13-17, 18-24 and 25+. Then each model's worst domain.
 Splits: content-hash dedup, then sha1 60/20/20 (``test``). Calibration and gate were
 fitted on UTKFace ``val`` with ``agelens calibrate --aligned`` (all domains).
 
-    python bench/domain_suite.py --data ../shared/data -m cydral-v1 \\
+    python bench/domain_suite.py --data data -m cydral-v1 \\
         --out bench/results/domain_suite.json
 
 Models not run this time keep their rows from the last run.
@@ -40,7 +40,7 @@ DATASETS = {"utkface-test": "utkface:{}/UTKFace", "imfdb-test": "imfdb:{}/imfdb-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("-m", "--model", action="append", default=[])
     parser.add_argument("--out", type=Path, default=Path("bench/results/domain_suite.json"))
     parser.add_argument("--limit", type=int, default=None, help="a seeded sample per dataset")

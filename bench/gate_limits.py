@@ -12,7 +12,7 @@ flip-TTA choice):
   any threshold on that score passes while at most 2% of test's minors pass. No policy
   can be fitted this way; it bounds what the score can do on this data.
 
-    python bench/gate_limits.py --data ../shared/data/UTKFace -m agelens-utk-v1 -m cydral-v1 \
+    python bench/gate_limits.py --data data/UTKFace -m agelens-utk-v1 -m cydral-v1 \
         --out bench/results/gate_limits.json
 """
 
@@ -79,7 +79,7 @@ def figures(score: NDArray[np.float64], truth: NDArray[np.float64], threshold: f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/UTKFace"))
+    parser.add_argument("--data", type=Path, default=Path("data/UTKFace"))
     parser.add_argument("-m", "--model", action="append", required=True)
     parser.add_argument("--out", type=Path, default=Path("bench/results/gate_limits.json"))
     parser.add_argument("--cache", type=Path, default=None, help="chip cache folder")

@@ -89,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/UTKFace"))
+    parser.add_argument("--data", type=Path, default=Path("data/UTKFace"))
     parser.add_argument("--crops", type=int, default=500, help="UTKFace test crops to compare on")
     parser.add_argument("--out", type=Path, default=Path("bench/results/int8_recipes.json"))
     args = parser.parse_args()

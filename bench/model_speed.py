@@ -5,7 +5,7 @@ network with each bundle's flip-TTA choice, on one worker process per core), aft
 pool has started; the median of three runs. The first model given is the reference the
 others are compared with.
 
-    python bench/model_speed.py --data ../shared/data/UTKFace -m cydral-v1 \\
+    python bench/model_speed.py --data data/UTKFace -m cydral-v1 \\
         -m agelens-research-v2 --out bench/results/model_speed.json
 """
 
@@ -38,7 +38,7 @@ def faces_per_second(model: str, paths: list[Path], repeats: int) -> list[float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/UTKFace"))
+    parser.add_argument("--data", type=Path, default=Path("data/UTKFace"))
     parser.add_argument("-m", "--model", action="append", required=True)
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)

@@ -10,7 +10,7 @@ folder deleted afterwards), go through:
 Each run reports images/s; the Ray runs also report the driver's resident memory before
 and after. Results go to ``bench/results/ray.json``.
 
-    python bench/ray_throughput.py --data ../shared/data/UTKFace --files 2000
+    python bench/ray_throughput.py --data data/UTKFace --files 2000
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/UTKFace"))
+    parser.add_argument("--data", type=Path, default=Path("data/UTKFace"))
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("bench/results/ray.json"))
     args = parser.parse_args()

@@ -11,7 +11,7 @@ black fill (``--border zero``), trained alike.
 
 Trained bundles go to --models (reused when present); results to --out as JSON.
 
-    python bench/seed_experiments.py --data ../shared/data --models models-trained \
+    python bench/seed_experiments.py --data data --models models-trained \
         --out bench/results/seed_experiments.json
 """
 
@@ -155,7 +155,7 @@ def padded_photos(data: Path, folder: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--models", type=Path, default=Path("models-trained"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/seed_experiments.json"))
     parser.add_argument("--only", nargs="*", default=list(EXPERIMENTS))

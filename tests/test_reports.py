@@ -224,3 +224,16 @@ def test_calibrate_checks_its_domains(face_dataset, tmp_path):
     assert clean.exit_code == 0, clean.output
     record = json.loads((tmp_path / "manifest.json").read_text())["calibration"]
     assert record["domains"] == {"clean": 90}
+
+
+def test_calibrate_draws_each_domain_again_and_pools_the_draws(face_dataset, tmp_path):
+    out = tmp_path / "drawn"
+    arguments = ["calibrate", "--data", f"utkface:{face_dataset}", "--split", "all"]
+    result = runner.invoke(app, [*arguments, "--aligned", "--draws", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "manifest.json").read_text())["calibration"]
+    # The clean picture is the same every time; each other domain is drawn twice.
+    assert record["draws"] == 2
+    assert record["domains"] == {name: 90 if name == "clean" else 180 for name in DOMAINS}
+    refused = runner.invoke(app, [*arguments, "--aligned", "--draws", "0", "--out", str(out)])
+    assert refused.exit_code == 2

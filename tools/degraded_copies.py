@@ -6,10 +6,10 @@ of faces as other photo sources make them. Only the train split is copied: the c
 own 60/20/20 split then puts some of them in val, where early stopping sees them, and
 none of a val or test face ever reaches training.
 
-    python tools/degraded_copies.py --data utkface:../shared/data/UTKFace \\
-        --out ../degraded-utkface
-    agelens train --data utkface:../shared/data/UTKFace \\
-        --data csv:../degraded-utkface/labels.csv ...
+    python tools/degraded_copies.py --data utkface:data/UTKFace \\
+        --out data/degraded-utkface
+    agelens train --data utkface:data/UTKFace \\
+        --data csv:data/degraded-utkface/labels.csv ...
 
 The copies are derived from the dataset's images and carry its licence: keep them out of
 any repository.

@@ -10,9 +10,9 @@ gate buffer are fitted on the val split of --data, and test is scored, as ``agel
 train`` does.
 
     python tools/ensemble_bundles.py --model models/a --model models/b \\
-        --data utkface:../shared/data/UTKFace --out src/agelens/models/agelens-utk-v1
+        --data utkface:data/UTKFace --out src/agelens/models/agelens-utk-v1
     python tools/ensemble_bundles.py --model models/tail-a --model models/tail-b \\
-        --data utkface:../shared/data/UTKFace --data imfdb:../shared/data/imfdb-age/train \\
+        --data utkface:data/UTKFace --data imfdb:data/imfdb-age/train \\
         --groups imfdb --cache chips/ --out models/ensemble
 """
 

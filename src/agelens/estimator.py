@@ -187,9 +187,9 @@ class AgeEstimator:
         top = float(max(self.bundle.ages))
         for row, crop in enumerate(crops):
             group_masses = summary.group_probabilities[row]
-            # The reported group is the one the reported age falls in, so the two never
-            # contradict each other; every group's mass stays in group_probabilities.
-            best = scheme.labels.index(scheme.group_of(float(summary.ages[row])))
+            # The reported group is the most likely one; the group the age falls in is
+            # kept beside it, for a wide distribution's mean can lie in another.
+            best = int(np.argmax(group_masses))
             faces[crop.image_index].append(
                 Face(
                     box=crop.box,
@@ -202,6 +202,7 @@ class AgeEstimator:
                     group_probabilities=dict(
                         zip(scheme.labels, map(float, group_masses), strict=True)
                     ),
+                    age_group=scheme.group_of(float(summary.ages[row])),
                     distribution=distributions[row] if distribution else None,
                     ceiling=top if open_above[row] else None,
                     at_ceiling=bool(at_top[row]),

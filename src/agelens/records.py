@@ -35,6 +35,7 @@ def flat_columns(group_names: list[str]) -> list[str]:
         "ceiling",
         "group",
         "group_probability",
+        "age_group",
         *(f"p_{name}" for name in group_names),
         "box_x1",
         "box_y1",
@@ -66,6 +67,7 @@ def flat_rows(
             ceiling=record.get("ceiling"),
             group=record["group"]["label"],
             group_probability=record["group"]["probability"],
+            age_group=record["group"]["age_group"],
             score=record["score"],
         )
         row.update({f"p_{name}": p for name, p in record["groups"].items()})

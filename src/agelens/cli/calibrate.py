@@ -46,6 +46,16 @@ def calibrate(
     split: Annotated[str, typer.Option(help="Split to calibrate on (content-hash).")] = "val",
     aligned: AlignedOption = False,
     domains: DomainsOption = "all",
+    draws_wanted: Annotated[
+        int,
+        typer.Option(
+            "--draws",
+            min=1,
+            max=10,
+            help="Times each domain is drawn (seeds 0, 1, ...): the intervals pool the "
+            "draws, and the gate must hold in every one, not in one lucky draw.",
+        ),
+    ] = 1,
     out_dir: Annotated[
         Path | None,
         typer.Option(
@@ -84,23 +94,34 @@ def calibrate(
             2,
         )
     limits = QualityLimits()
-    faces: dict[str, calibration.DomainFaces] = {}
+    # Every draw of a domain: pooled for the intervals, each on its own for the gate.
+    draws: dict[str, list[calibration.DomainFaces]] = {}
     for name in chosen:
-        predictions = with_faces(
-            predict_with_progress(
-                estimator,
-                samples,
-                f"Calibrating ({name})",
-                aligned=aligned,
-                distribution=True,
-                domain=None if chosen == [CLEAN] else name,
+        for seed in range(1 if name == CLEAN else draws_wanted):  # clean is one picture
+            predictions = with_faces(
+                predict_with_progress(
+                    estimator,
+                    samples,
+                    f"Calibrating ({name}{f', draw {seed + 1}' if draws_wanted > 1 else ''})",
+                    aligned=aligned,
+                    distribution=True,
+                    domain=None if chosen == [CLEAN] else name,
+                    seed=seed,
+                )
             )
-        )
-        faces[name] = (
-            np.stack([p.face.distribution for p in predictions]),
-            np.array([p.sample.age for p in predictions], dtype=np.float64),
-            np.array([limits.quality_class(p.face.quality) for p in predictions]),
-        )
+            draws.setdefault(name, []).append(
+                (
+                    np.stack([p.face.distribution for p in predictions]),
+                    np.array([p.sample.age for p in predictions], dtype=np.float64),
+                    np.array([limits.quality_class(p.face.quality) for p in predictions]),
+                )
+            )
+    faces = {name: _pooled(found) for name, found in draws.items()}
+    each_draw = {
+        name if seed == 0 else f"{name}#{seed}": found
+        for name, every in draws.items()
+        for seed, found in enumerate(every)
+    }
     manifest = dict(estimator.bundle.manifest)
     manifest["quality"] = limits.to_dict()
     try:
@@ -109,11 +130,12 @@ def calibrate(
         raise fail(str(error), 2) from error
     manifest["calibration"] = {
         **record,
+        "draws": draws_wanted,
         "data": spec_label(data),
         "precision": estimator.bundle.precision,
     }
     policy = {
-        **fit_policy_domains(faces, estimator.bundle.ages, manifest["calibration"]),
+        **fit_policy_domains(each_draw, estimator.bundle.ages, manifest["calibration"]),
         "chosen_on": split,
     }
     if (reason := too_few_minors(policy)) is None:
@@ -136,4 +158,13 @@ def calibrate(
     (folder / "manifest.json").write_text(strict_json.dumps(manifest, indent=2) + "\n")
     out.print_json(
         strict_json.dumps({"calibration": manifest["calibration"], "gate": manifest.get("gate")})
+    )
+
+
+def _pooled(found: list[calibration.DomainFaces]) -> calibration.DomainFaces:
+    """One domain's draws as one set of faces."""
+    return (
+        np.concatenate([f[0] for f in found]),
+        np.concatenate([f[1] for f in found]),
+        np.concatenate([f[2] for f in found]),
     )

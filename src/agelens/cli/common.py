@@ -83,14 +83,15 @@ def predict_with_progress(
     aligned: bool,
     distribution: bool = False,
     domain: str | None = None,
+    seed: int = 0,
 ) -> list[Prediction]:
     """:func:`predict_samples` over a dataset, with a progress bar on a terminal; with
-    ``domain``, over the face crops as that domain of the suite shows them."""
+    ``domain``, over the face crops as that domain of the suite shows them (draw ``seed``)."""
     with EstimatorPool(estimator) as pool, progress_bar(len(samples)) as progress:
         task = progress.add_task(label, total=len(samples))
         if domain is not None:
             return predict_domain(
-                pool, samples, domain, on_progress=partial(progress.advance, task)
+                pool, samples, domain, seed=seed, on_progress=partial(progress.advance, task)
             )
         return list(
             predict_samples(

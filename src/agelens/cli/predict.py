@@ -242,7 +242,7 @@ def print_faces(result: ImageResult, every_group: bool = False) -> None:
         table.add_row(
             str(index),
             face.label,
-            f"{face.group} ({face.group_probability:.0%})",
+            face.group_text,
             ", ".join(f"{v:.0f}" for v in face.box),
             score,
             *([groups] if every_group else []),

@@ -21,7 +21,7 @@ from agelens.records import flat_columns, flat_rows
 #: that a restarted actor repeats little.
 BATCH_SIZE = 64
 
-_TEXT_COLUMNS = frozenset({"image", "label", "group", "error"})
+_TEXT_COLUMNS = frozenset({"image", "label", "group", "age_group", "error"})
 
 
 def row_schema(group_names: list[str]) -> pa.Schema:

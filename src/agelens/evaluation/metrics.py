@@ -85,8 +85,7 @@ def confusion(
     matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
     for prediction, truth in zip(predictions, truths, strict=True):
         if truth is not None:
-            # Scored as a classifier: the group with the most mass.
-            matrix[index[truth], index[prediction.face.likeliest_group]] += 1
+            matrix[index[truth], index[prediction.face.group]] += 1
     return labels, matrix
 
 

@@ -200,7 +200,7 @@ def _gallery(out: Path, slug: str, predictions: list[Prediction]) -> str:
             prediction.sample.age if prediction.sample.age is not None else prediction.sample.group
         )
         captions.append(f"true {truth:g}" if isinstance(truth, float) else f"true {truth}")
-        captions[-1] += f"\npred {prediction.face.age:.0f} {prediction.face.likeliest_group}"
+        captions[-1] += f"\npred {prediction.face.age:.0f} {prediction.face.group}"
     return save_grid(faces, captions, out / f"{slug}-most-wrong.png", "Most wrong").name
 
 

@@ -25,9 +25,14 @@ class Face:
     landmarks: list[tuple[float, float]]
     age: float
     interval: tuple[float, float]
+    #: The most likely group (a classifier's answer) and its probability; every output,
+    #: the confusion matrix included, uses this one meaning (README, group schemes).
     group: str
     group_probability: float
     group_probabilities: dict[str, float]
+    #: The group the age estimate falls in; for a wide distribution it can differ from
+    #: ``group`` (an age of 33 with YOUNG at 65%), and outputs then show both.
+    age_group: str = ""
     distribution: NDArray[np.float32] | None = field(default=None, repr=False, compare=False)
     #: The network's oldest age, when the interval reaches it: the interval is open above
     #: ("80+"), for the network cannot say how much older the face may be.
@@ -38,10 +43,12 @@ class Face:
     quality: FaceQuality | None = None
 
     @property
-    def likeliest_group(self) -> str:
-        """The group holding the most probability mass: a classifier's answer, which for a
-        wide distribution can differ from :attr:`group`, the group the age falls in."""
-        return max(self.group_probabilities, key=self.group_probabilities.__getitem__)
+    def group_text(self) -> str:
+        """``YOUNG 65%``, and where the age falls in another group ``; age in MIDDLE``."""
+        text = f"{self.group} {self.group_probability:.0%}"
+        if self.age_group and self.age_group != self.group:
+            text += f"; age in {self.age_group}"
+        return text
 
     @property
     def label(self) -> str:
@@ -60,7 +67,11 @@ class Face:
             "age": round(self.age, 2),
             "interval": [self.interval[0], self.interval[1]],
             "label": self.label,
-            "group": {"label": self.group, "probability": round(self.group_probability, 4)},
+            "group": {
+                "label": self.group,
+                "probability": round(self.group_probability, 4),
+                "age_group": self.age_group,
+            },
             "groups": {k: round(v, 4) for k, v in self.group_probabilities.items()},
         }
         if self.ceiling is not None:

@@ -6,8 +6,9 @@ from pydantic import BaseModel, Field
 
 
 class GroupOut(BaseModel):
-    label: str
-    probability: float
+    label: str = Field(description="the most likely group")
+    probability: float = Field(description="its probability")
+    age_group: str = Field(description="the group the estimated age falls in")
 
 
 class FaceOut(BaseModel):
@@ -26,7 +27,8 @@ class FaceOut(BaseModel):
         description="the network's oldest age, when the interval reaches it: open above",
     )
     group: GroupOut = Field(
-        description="the age group the estimated age falls in, and the probability mass in it"
+        description="the most likely age group, its probability, and the group the age "
+        "falls in (they differ when the distribution is wide)"
     )
     groups: dict[str, float] = Field(description="probability of every group of the scheme")
     distribution: list[float] | None = Field(

@@ -168,6 +168,15 @@ function render(file, answer) {
     });
     const groups = document.createElement("td");
     groups.dataset.label = COLUMNS[3];
+    // The most likely group, as the CLI and the API name it; the age's own group beside
+    // it where the two differ.
+    const likeliest = document.createElement("div");
+    likeliest.className = "group-answer";
+    likeliest.textContent = `${face.group.label} ${(face.group.probability * 100).toFixed(0)}%`;
+    if (face.group.age_group && face.group.age_group !== face.group.label) {
+      likeliest.textContent += `; age in ${face.group.age_group}`;
+    }
+    groups.append(likeliest);
     Object.entries(face.groups).forEach(([name, probability]) => {
       const line = document.createElement("div");
       line.className = "bar-row";
