@@ -77,7 +77,9 @@ def test_predict_json_over_a_folder(photos: Path):
     }
     assert 30 <= face["age"] <= 55 and len(face["box"]) == 4 and len(face["landmarks"]) == 5
     assert face["interval"][0] <= face["age"] <= face["interval"][1]
-    assert set(face["group"]) == {"label", "probability"}
+    assert set(face["group"]) == {"label", "probability", "age_group"}
+    # One meaning of "group": the most likely one; the age's own group is beside it.
+    assert face["group"]["label"] == max(face["groups"], key=face["groups"].get)
     hopper = records["hopper.jpg"]["faces"][0]
     assert hopper["age"] >= 60
     # At the default network's top (80), the interval is open above and the JSON says so.
@@ -194,6 +196,22 @@ def test_train_takes_a_teacher_only_in_finetune_mode_and_by_a_name_it_knows(tmp_
     result = runner.invoke(app, [*args, "--teacher", "no-such-bundle"])
     assert result.exit_code != 0 and "no-such-bundle" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_confusion_matrix_counts_the_group_the_json_reports(photos: Path, tmp_path: Path):
+    predicted = json_lines(runner.invoke(app, ["predict", str(photos), "--json"]).stdout)
+    groups = {Path(r["image"]).name: r["faces"][0]["group"] for r in predicted if r["faces"]}
+    table = tmp_path / "groups.csv"
+    table.write_text(f"path,group\n{photos / 'astronaut.png'},MIDDLE\n")
+    result = runner.invoke(app, ["evaluate", "--data", f"csv:{table}", "--json"])
+    confusion = json.loads(result.stdout)["confusion"]
+    row = confusion["matrix"][confusion["labels"].index("MIDDLE")]
+    assert confusion["labels"][row.index(1)] == groups["astronaut.png"]["label"]
+    # The astronaut's wide distribution: most likely YOUNG, though her age is MIDDLE's.
+    assert groups["astronaut.png"] == {**groups["astronaut.png"], "age_group": "MIDDLE"}
+    wide = {"COLUMNS": "200"}
+    table_text = runner.invoke(app, ["predict", str(photos / "astronaut.png")], env=wide).stdout
+    assert f"{groups['astronaut.png']['label']}" in table_text and "age in MIDDLE" in table_text
 
 
 def test_evaluate_limit_is_a_seeded_sample_not_the_first_names(face_dataset: Path):
