@@ -179,3 +179,43 @@ def test_a_killed_actor_loses_no_image_and_writes_none_twice(astronaut, tmp_path
     rows = _by_image(_rows(out))  # no (image, face) twice
     assert {image for image, _ in rows} == {str(p) for p in folder.glob("*.jpg")}
     assert all(row["error"] is None for row in rows.values())
+
+
+def test_ctrl_c_stops_a_ray_run_soon_leaving_whole_parts_and_says_how_to_resume(
+    astronaut, tmp_path: Path
+):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(600):
+        dimmed = (astronaut * (0.6 + index / 1000)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(dimmed).save(folder / f"{index:03d}.jpg")
+    out = tmp_path / "ages.parquet"
+    command = [sys.executable, "-m", "agelens", "predict", str(folder), "--engine", "ray"]
+    # A terminal's Ctrl-C: SIGINT with its default action (a shell's `&` would ignore it).
+    driver = subprocess.Popen(
+        [*command, "--out", str(out), "--actors", "1"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not list(out.glob("part-*.parquet")):
+        time.sleep(0.2)
+    assert list(out.glob("part-*.parquet")), "no rows were written in 3 minutes"
+    driver.send_signal(signal.SIGINT)
+    stopped = time.monotonic()
+    _, stderr = driver.communicate(timeout=60)
+    assert time.monotonic() - stopped < 15, "Ctrl-C took too long to stop the run"
+    assert driver.returncode == 130, stderr
+    assert "--resume" in " ".join(stderr.split())
+    kept = _by_image(_rows(out))
+    assert 0 < len({image for image, _ in kept}) < 600  # stopped mid-run, parts readable
+    resumed = subprocess.run(
+        [*command, "--out", str(out), "--resume"], capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    rows = _by_image(_rows(out))
+    assert {image for image, _ in rows} == {str(p) for p in folder.glob("*.jpg")}

@@ -27,8 +27,13 @@ def predict_on_ray(
         from agelens.distributed import job
     except ImportError as error:
         raise fail("--engine ray needs Ray: pip install 'agelens[ray]'", 2) from error
+    written = [0]
     with progress_bar(2**31) as progress:
         task = progress.add_task("Estimating on Ray", total=None)
+
+        def advanced(images: int) -> None:
+            written[0] += images
+            progress.advance(task, images)
 
         def started(todo: int, done: int) -> None:
             if done:
@@ -43,11 +48,18 @@ def predict_on_ray(
                 actors=actors,
                 resume=resume,
                 on_start=started,
-                on_images=lambda n: progress.advance(task, n),
+                on_images=advanced,
                 **options,
             )
         except (OSError, ValueError) as error:  # FileExistsError, ConnectionError among them
             raise fail(str(error), 2) from error
+        except KeyboardInterrupt:
+            # The writer has closed: only whole parts (or whole lines) are in the output.
+            raise fail(
+                f"stopped: {written[0]} image(s) of this run are in {out}, complete; run the "
+                "same command with --resume to go on",
+                130,
+            ) from None
     err.print(f"rows written to {out}", highlight=False)
     if failed:
         raise fail(f"{failed} image(s) could not be read; their rows carry the error")
