@@ -55,6 +55,9 @@ def test_help_on_every_command():
         assert result.exit_code == 0 and "Usage" in result.output
         narrow = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
         assert "…" not in narrow.output, f"{command}: an option name is cut at 80 columns"
+        # A flag shows no "<bool>", a repeatable option no "<list[str]>"; -h is --help.
+        assert "<bool>" not in narrow.output and "<list[" not in narrow.output, command
+        assert runner.invoke(app, [*command, "-h"]).output == result.output
 
 
 def test_predict_json_over_a_folder(photos: Path):
@@ -166,6 +169,9 @@ def test_models_read_at_80_columns_with_licence_and_provenance():
     assert any(line.startswith("cydral-v1 (default)") and "CC0-1.0" in line for line in lines)
     research = [line for line in lines if "research use only" in line]
     assert research and all("(default)" not in line for line in research)
+    assert "  authors: Cydral Technology" in lines and not any(
+        " from trained" in ln for ln in lines
+    )
 
 
 def test_evaluate_a_csv_dataset(photos: Path, tmp_path: Path):

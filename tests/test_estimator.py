@@ -150,8 +150,10 @@ def test_shared_between_threads(estimator, astronaut, grace_hopper_path):
 
 
 def test_unknown_model_is_a_model_error():
-    with pytest.raises(ModelError, match="no model bundle"):
+    with pytest.raises(ModelError, match="no model bundle") as raised:
         AgeEstimator("no-such-model")
+    # Only age models are offered for an age model, never the face detector.
+    assert "cydral-v1" in str(raised.value) and "yunet" not in str(raised.value)
 
 
 def test_the_sample_photo_the_readme_opens_with_has_one_face(estimator):

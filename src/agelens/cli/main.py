@@ -23,6 +23,7 @@ from agelens.cli.common import (
 )
 from agelens.cli.decisions import gate, verify
 from agelens.cli.evaluate import evaluate
+from agelens.cli.help_format import HELP_OPTIONS, TidyCommand, TidyGroup
 from agelens.cli.predict import predict
 from agelens.cli.train import eda, train
 from agelens.models.bundles import DEFAULT_BUNDLE, describe_builtin_bundles
@@ -37,6 +38,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     # Markdown: docstring paragraphs wrap to the terminal, `code` shows as code.
     rich_markup_mode="markdown",
+    cls=TidyGroup,
+    context_settings=HELP_OPTIONS,
 )
 
 
@@ -72,7 +75,7 @@ def models(as_json: JsonOption = False) -> None:
             f"[bold]{row['name']}[/]{default} · {row['task']} · {row['licence']} · {use}",
             highlight=False,
         )
-        lines = [row["description"], f"by {row['attribution']}; from {row['source']}"]
+        lines = [row["description"], f"authors: {row['attribution']}", f"source: {row['source']}"]
         if row["task"] == "age":
             lines.append("precisions: " + ", ".join(row["precisions"]))
         if row["provenance"]:
@@ -137,4 +140,4 @@ def serve(
 
 
 for command in (predict, gate, verify, models, evaluate, serve, eda, train, calibrate):
-    app.command()(command)
+    app.command(cls=TidyCommand, context_settings=HELP_OPTIONS)(command)

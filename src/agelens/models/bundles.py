@@ -183,7 +183,7 @@ def load_bundle(
     (a quantized variant listed under the manifest's ``variants``); by default the
     manifest's ``inference.precision``, else ``fp32``.
     """
-    manifest_path = Path(str(_manifest_path(name_or_path)))
+    manifest_path = Path(str(_manifest_path(name_or_path, task)))
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -210,7 +210,7 @@ def _artifact_for(manifest: dict[str, Any], name: str, precision: str) -> dict[s
     return variant
 
 
-def _manifest_path(name_or_path: str | Path) -> Path:
+def _manifest_path(name_or_path: str | Path, task: str) -> Path:
     text = str(name_or_path)
     builtin = _BUILTIN_ROOT / text / "manifest.json"
     if "/" not in text and builtin.is_file():
@@ -220,7 +220,8 @@ def _manifest_path(name_or_path: str | Path) -> Path:
         path = path / "manifest.json"
     if not path.is_file():
         raise ModelError(
-            f"no model bundle {text!r}: use a built-in name ({', '.join(builtin_bundle_names())}) "
+            f"no model bundle {text!r}: use a built-in {task} model "
+            f"({', '.join(builtin_bundle_names(task))}) "
             "or a folder holding manifest.json"
         )
     return path
