@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,8 @@ def test_predict_json_over_a_folder(photos: Path):
     assert hopper["age"] >= 60
     # At the default network's top (80), the interval is open above and the JSON says so.
     assert hopper["ceiling"] == 80 and hopper["label"].endswith("-80+)")
+    # Whether the label's "80+" stands for the age itself, or only the interval's top.
+    assert hopper["at_ceiling"] == hopper["label"].startswith("80+")
     assert records["wall.jpg"] == {"image": str(photos / "wall.jpg"), "faces": [], "error": None}
 
 
@@ -308,3 +311,25 @@ def test_gate_warns_when_a_fitted_policy_does_not_hold(tmp_path: Path, fp32_mani
         app, ["gate", str(photos / "astronaut.png"), "-m", str(tmp_path), "--buffer", "7"]
     )
     assert "warning" not in quiet.output
+
+
+def test_annotated_labels_of_close_faces_never_overlap(astronaut):
+    from agelens.annotate import annotate, place_labels
+    from agelens.estimator import AgeEstimator
+
+    face = AgeEstimator().estimate(astronaut)[0]
+    x1, y1, x2, y2 = face.box
+    # Three faces side by side, closer than a label is wide.
+    shifted = [replace(face, box=(x1 + dx, y1, x2 + dx, y2)) for dx in (-30.0, 0.0, 30.0)]
+    widths = [160.0] * 3
+    spots = place_labels([f.box for f in shifted], widths, 20.0, (512, 512))
+    found = [s for s in spots if s is not None]
+    for i, a in enumerate(found):
+        for b in found[i + 1 :]:
+            assert not (
+                a[0] < b[0] + b[2]
+                and b[0] < a[0] + a[2]
+                and a[1] < b[1] + b[3]
+                and b[1] < a[1] + a[3]
+            ), (a, b)
+    assert annotate(astronaut, shifted).size == (512, 512)

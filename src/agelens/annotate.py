@@ -1,7 +1,14 @@
-"""Draw boxes and "age (lo-hi)" labels on a copy of a photo, legible at any image size."""
+"""Draw boxes and "age (lo-hi)" labels on a copy of a photo, legible at any image size.
+
+Labels are placed as the web page places them: above the face's box, else below, else
+just inside its top, else a line further out; inside the photo and never over another
+label. Where the full labels do not all fit, shorter wordings are tried ("#n age", then
+"#n"), so that no label hides another.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +20,47 @@ from agelens.pipeline.images import RGBImage
 _BOX_COLOUR = (255, 196, 0)
 _TEXT_COLOUR = (0, 0, 0)
 
+#: A label's rectangle: x, y, width, height.
+Spot = tuple[float, float, float, float]
+
+#: The wordings tried in turn, as on the page: the full label, "#n age", "#n".
+_WORDINGS: tuple[Callable[[Face, int], str], ...] = (
+    lambda face, n: f"#{n} {face.label}",
+    lambda face, n: f"#{n} {face.label.split(' ')[0]}",
+    lambda face, n: f"#{n}",
+)
+
+
+def _overlaps(a: Spot, b: Spot) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def place_labels(
+    boxes: Sequence[tuple[float, float, float, float]],
+    widths: Sequence[float],
+    height: float,
+    size: tuple[int, int],
+) -> list[Spot | None]:
+    """Each label's rectangle near its box, or None where no spot near it is free."""
+    image_width, image_height = size
+    placed: list[Spot] = []
+    spots: list[Spot | None] = []
+    for (x1, y1, _, y2), width in zip(boxes, widths, strict=True):
+        width = min(width, image_width)
+        x = min(max(x1, 0.0), image_width - width)
+        spot = None
+        # Near its face or not at all: a label far away would name the wrong face.
+        for y in (y1 - height, y2, y1, y1 - 2 * height, y2 + height):
+            candidate = (x, y, width, height)
+            inside = y >= 0 and y + height <= image_height
+            if inside and not any(_overlaps(other, candidate) for other in placed):
+                spot = candidate
+                break
+        if spot is not None:
+            placed.append(spot)
+        spots.append(spot)
+    return spots
+
 
 def annotate(image: RGBImage, faces: list[Face]) -> Image.Image:
     """A copy of ``image`` with every face boxed and labelled; sizes scale with the image."""
@@ -21,19 +69,26 @@ def annotate(image: RGBImage, faces: list[Face]) -> Image.Image:
     short_side = min(canvas.size)
     line = max(2, round(short_side / 250))
     font = ImageFont.load_default(size=max(12, round(short_side / 28)))
-    for number, face in enumerate(faces, 1):
-        x1, y1, x2, y2 = face.box
-        draw.rectangle((x1, y1, x2, y2), outline=_BOX_COLOUR, width=line)
-        # Numbered as the CLI's table and the page number the faces.
-        text = f"#{number} {face.label}"
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        pad = max(2, line)
-        height = bottom - top + 2 * pad
-        # Above the box when there is room, else just inside its top edge.
-        y = y1 - height if y1 - height >= 0 else y1
-        x = min(max(0.0, x1), max(0.0, canvas.width - (right - left) - 2 * pad))
-        draw.rectangle((x, y, x + right - left + 2 * pad, y + height), fill=_BOX_COLOUR)
-        draw.text((x + pad - left, y + pad - top), text, fill=_TEXT_COLOUR, font=font)
+    pad = max(2, line)
+    _, top, _, bottom = draw.textbbox((0, 0), "#0 80+ (0-80+)", font=font)
+    height = bottom - top + 2 * pad
+    boxes = [face.box for face in faces]
+    texts: list[str] = []
+    spots: list[Spot | None] = []
+    for wording in _WORDINGS:
+        texts = [wording(face, number) for number, face in enumerate(faces, 1)]
+        widths = [draw.textlength(text, font=font) + 2 * pad for text in texts]
+        spots = place_labels(boxes, widths, height, canvas.size)
+        if all(spot is not None for spot in spots):
+            break
+    for box in boxes:
+        draw.rectangle(box, outline=_BOX_COLOUR, width=line)
+    for text, spot in zip(texts, spots, strict=True):
+        if spot is None:
+            continue  # no room near its face: the table still lists it, by number
+        x, y, width, _ = spot
+        draw.rectangle((x, y, x + width, y + height), fill=_BOX_COLOUR)
+        draw.text((x + pad, y + pad - top), text, fill=_TEXT_COLOUR, font=font)
     return canvas
 
 

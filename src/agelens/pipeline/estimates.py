@@ -76,6 +76,8 @@ class Face:
         }
         if self.ceiling is not None:
             result["ceiling"] = self.ceiling
+            # The label reads "80+" while the expected age is under 80: say which is meant.
+            result["at_ceiling"] = self.at_ceiling
         if self.quality is not None:
             result["quality"] = self.quality.to_dict()
         if distribution and self.distribution is not None:

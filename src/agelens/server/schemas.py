@@ -26,6 +26,11 @@ class FaceOut(BaseModel):
         default=None,
         description="the network's oldest age, when the interval reaches it: open above",
     )
+    at_ceiling: bool | None = Field(
+        default=None,
+        description="with ceiling: most of the distribution is on the oldest age, so the "
+        "label reads '80+' whatever the expected age",
+    )
     group: GroupOut = Field(
         description="the most likely age group, its probability, and the group the age "
         "falls in (they differ when the distribution is wide)"
