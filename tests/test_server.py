@@ -6,6 +6,7 @@ import base64
 import builtins
 import contextlib
 import io
+import json
 import logging
 import os
 import tempfile
@@ -91,13 +92,36 @@ def test_options_annotate_distribution_groups_tta(client, astronaut_jpeg):
 
 def test_gate(client, astronaut_jpeg):
     passed = upload(client, astronaut_jpeg, "/v1/gate", over=18, buffer=7).json()
-    assert passed["decision"] == "pass" and passed["decisions"] == ["pass"]
-    assert passed["pass_age"] == 25
+    assert passed["decision"] == "pass" and [f["decision"] for f in passed["faces"]] == ["pass"]
+    assert (passed["over"], passed["buffer"], passed["pass_age"]) == (18, 7, 25)
     referred = upload(client, astronaut_jpeg, "/v1/gate", over=60, buffer=5).json()
-    assert referred["decision"] == "refer" and referred["decisions"] == ["refer"]
+    assert referred["decision"] == "refer" and referred["faces"][0]["decision"] == "refer"
+    assert referred["faces"][0]["reasons"][0].endswith("is under 65")
     wall = encode(Image.new("RGB", (640, 480), (200, 200, 200)))
     empty = upload(client, wall, "/v1/gate").json()
     assert empty["decision"] == "no_face" and empty["faces"] == []
+
+
+def test_the_gate_record_is_one_schema_in_the_cli_and_the_api(client, astronaut_jpeg, tmp_path):
+    from typer.testing import CliRunner
+
+    from agelens.cli.main import app
+
+    photo = tmp_path / "astronaut.jpg"
+    photo.write_bytes(astronaut_jpeg)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    arguments = ["gate", str(photo), str(tmp_path / "broken.jpg"), "--over", "18", "--json"]
+    lines = CliRunner().invoke(app, arguments).stdout.splitlines()
+    cli, broken = (json.loads(line) for line in lines)
+    api = upload(client, astronaut_jpeg, "/v1/gate", over=18).json()
+    assert set(cli) - {"image", "error"} == set(api) - {"width", "height"}
+    assert set(cli["faces"][0]) == set(api["faces"][0])
+    assert {k: cli[k] for k in ("decision", "over", "buffer", "pass_age", "rule")} == {
+        k: api[k] for k in ("decision", "over", "buffer", "pass_age", "rule")
+    }
+    # An unreadable photo: the same record, with no decision, no faces and its error.
+    assert set(broken) == set(cli) and broken["decision"] is None and broken["faces"] == []
+    assert broken["error"] and cli["error"] is None
 
 
 def _animated_gif() -> bytes:

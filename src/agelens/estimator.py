@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +50,23 @@ class GateResult:
     rule: str = "estimate"
     #: Per face, why it was referred (empty when it passed).
     reasons: list[list[str]] = field(default_factory=list)
+
+    def to_dict(self, over: float) -> dict[str, Any]:
+        """The one gate record of ``gate --json`` and ``POST /v1/gate``: the photo's
+        decision, the rule it was made by, and each face with its own decision and reasons."""
+        return {
+            "decision": self.decision.value,
+            "over": over,
+            "buffer": round(self.pass_age - over, 4),
+            "pass_age": self.pass_age,
+            "rule": self.rule,
+            "faces": [
+                {**face.to_dict(), "decision": decision.value, "reasons": reasons}
+                for face, decision, reasons in zip(
+                    self.faces, self.decisions, self.reasons, strict=True
+                )
+            ],
+        }
 
 
 class AgeEstimator:

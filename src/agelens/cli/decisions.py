@@ -76,7 +76,9 @@ def gate(
     for found in results_in_order(estimator, inputs, aligned=False):
         if found.error is not None:
             counts["unreadable"] += 1
-            _report_unreadable(found, as_json)
+            # The gate record's shape, with no decision, no faces and the error.
+            shape = {**estimator.decide([], policy).to_dict(over), "decision": None}
+            _report_unreadable(found, as_json, shape)
             continue
         result = estimator.decide(found.faces, policy)
         counts[str(result.decision)] += 1
@@ -101,27 +103,17 @@ def _exit_code(counts: Counter[str], codes: dict[Any, int]) -> int:
     return next((code for outcome, code in serious if counts[outcome]), 0)
 
 
-def _report_unreadable(found: ImageResult, as_json: bool) -> None:
+def _report_unreadable(found: ImageResult, as_json: bool, shape: dict[str, Any]) -> None:
+    """An unreadable photo: in JSON, a record of the command's shape with its error."""
     if as_json:
-        sys.stdout.write(strict_json.dumps({"image": str(found.path), "error": found.error}) + "\n")
+        record = {"image": str(found.path), **shape, "faces": [], "error": found.error}
+        sys.stdout.write(strict_json.dumps(record) + "\n")
     else:
         print_faces(found)  # its error, as predict prints it
 
 
 def _record(image: str, result: GateResult, over: float) -> dict[str, Any]:
-    return {
-        "image": image,
-        "decision": str(result.decision),
-        "over": over,
-        "buffer": result.pass_age - over,
-        "rule": result.rule,
-        "faces": [
-            {**face.to_dict(), "decision": str(decision), "reasons": reasons}
-            for face, decision, reasons in zip(
-                result.faces, result.decisions, result.reasons, strict=True
-            )
-        ],
-    }
+    return {"image": image, **result.to_dict(over), "error": None}
 
 
 def _explain(image: str | None, result: GateResult, over: float) -> None:
@@ -190,7 +182,8 @@ def verify(
     for found in results_in_order(estimator, inputs, aligned=False, distribution=True):
         if found.error is not None:
             counts["unreadable"] += 1
-            _report_unreadable(found, as_json)
+            shape = {**estimator.check_claim([], age).to_dict(), "verdict": None}
+            _report_unreadable(found, as_json, {**shape, "p_value": None, "reasons": []})
             continue
         check = estimator.check_claim(found.faces, age)
         counts[check.verdict.value] += 1
@@ -199,6 +192,7 @@ def verify(
                 "image": str(found.path),
                 **check.to_dict(),
                 "faces": [face.to_dict() for face in found.faces],
+                "error": None,
             }
             sys.stdout.write(strict_json.dumps(record) + "\n")
         else:

@@ -192,14 +192,7 @@ def create_app(
 
         def respond(estimator: AgeEstimator, image: RGBImage, faces: list[Face]) -> dict[str, Any]:
             gated = estimator.decide(faces, estimator.gate_policy(over, buffer))
-            return {
-                **_response(image, faces, False, annotate),
-                "decision": gated.decision.value,
-                "decisions": [d.value for d in gated.decisions],
-                "pass_age": gated.pass_age,
-                "rule": gated.rule,
-                "reasons": gated.reasons,
-            }
+            return {**_response(image, faces, False, annotate), **gated.to_dict(over)}
 
         return await _estimate_upload(
             request, settings.max_upload_bytes, groups, None, False, respond

@@ -55,16 +55,29 @@ class EstimateOut(BaseModel):
     )
 
 
-class GateOut(EstimateOut):
+class GatedFaceOut(FaceOut):
+    decision: str = Field(description="pass or refer, for this face")
+    reasons: list[str] = Field(
+        description="why it was referred (a face that cannot be judged, or an age under "
+        "pass_age); empty when it passes"
+    )
+
+
+class GateOut(BaseModel):
+    """The same record as ``agelens gate --json`` (which adds ``image`` and ``error``)."""
+
+    width: int
+    height: int
     decision: str = Field(description="pass, refer or no_face, for the whole photo")
-    decisions: list[str] = Field(description="pass or refer, per face, in the order of faces")
+    over: float = Field(description="the age threshold asked")
+    buffer: float = Field(description="the policy's buffer: pass_age - over")
     pass_age: float = Field(description="the age a face must reach to pass: over + buffer")
     rule: str = Field(
         description="what must reach pass_age: the estimate, or the interval's lower_bound"
     )
-    reasons: list[list[str]] = Field(
-        description="per face, why it was referred (a face that cannot be judged, or an "
-        "age under pass_age); empty for a face that passes"
+    faces: list[GatedFaceOut]
+    annotated_jpeg_base64: str | None = Field(
+        default=None, description="the photo with boxes and ages drawn, when asked for"
     )
 
 

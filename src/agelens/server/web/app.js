@@ -195,11 +195,11 @@ function render(file, answer) {
       groups.append(line);
     });
     const decision = document.createElement("td");
-    decision.className = `decision-${answer.decisions[index]}`;
+    decision.className = `decision-${face.decision}`;
     decision.dataset.label = COLUMNS[4];
-    decision.textContent = answer.decisions[index] === "pass" ? "pass" : "refer to ID check";
+    decision.textContent = face.decision === "pass" ? "pass" : "refer to ID check";
     // Why it was referred, as the CLI and the API say it (a face too small, too dark...).
-    (answer.reasons[index] || []).forEach((reason) => {
+    (face.reasons || []).forEach((reason) => {
       const why = document.createElement("div");
       why.className = "reason";
       why.textContent = reason;
