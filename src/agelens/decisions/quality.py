@@ -53,7 +53,8 @@ class QualityLimits:
         q, found = quality, []
         if q.eye_distance < self.min_eye_distance:
             found.append(
-                f"face too small: {q.eye_distance:.0f} px between the eyes, "
+                # One decimal: 31.6 rounded would read "32 px ..., needs 32".
+                f"face too small: {q.eye_distance:.1f} px between the eyes, "
                 f"needs {self.min_eye_distance:.0f}"
             )
         if q.sharpness < self.min_sharpness:
@@ -65,11 +66,11 @@ class QualityLimits:
             )
         if q.brightness < self.min_brightness:
             found.append(
-                f"face too dark: light {q.brightness:.0f} of 255, needs {self.min_brightness:.0f}"
+                f"face too dark: light {q.brightness:.1f} of 255, needs {self.min_brightness:.0f}"
             )
         if q.brightness > self.max_brightness:
             found.append(
-                f"face too bright: light {q.brightness:.0f} of 255, "
+                f"face too bright: light {q.brightness:.1f} of 255, "
                 f"at most {self.max_brightness:.0f}"
             )
         if q.clipped > self.max_clipped:
