@@ -121,6 +121,8 @@ def test_a_parquet_output_resumes_from_its_whole_parts(photos: Path, tmp_path: P
     _run(photos, out, resume=True)
     assert _by_image(_rows(out)) == complete
     assert not list(out.glob(".*.tmp"))
+    # Nothing left to do, but notes.jpg's row still carries its error: the count says so.
+    assert _run(photos, out, resume=True) == 1
 
 
 def test_a_killed_actor_loses_no_image_and_writes_none_twice(astronaut, tmp_path: Path):

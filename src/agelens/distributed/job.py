@@ -80,13 +80,14 @@ def run(
     **estimator_options: Any,
 ) -> int:
     """Estimate every image of ``source`` not yet in ``out``; returns the number of images
-    whose row carries an error. ``on_start(to do, already done)`` and ``on_images(n)``
+    whose row carries an error in the whole output, a resumed run's earlier rows included.
+    ``on_start(to do, already done)`` and ``on_images(n)``
     report progress; ``batch_size`` images go to an actor at a time, two batches a block."""
     names = list(dict.fromkeys(list_images(source)))  # a list file may name one twice
-    writer, done = open_output(out, resume)
+    writer, done, failed_before = open_output(out, resume)
     todo = [name for name in names if name not in done]
     on_start(len(todo), len(names) - len(todo))
-    failed = 0
+    failed = len(failed_before & set(names))
     try:
         if todo:
             _start_ray(address)

@@ -27,22 +27,25 @@ class RowWriter(Protocol):
     def close(self) -> None: ...
 
 
-def open_output(path: Path, resume: bool) -> tuple[RowWriter, set[str]]:
-    """A writer for ``path`` (``.jsonl``: JSON lines, else a Parquet folder) and the images
-    it already holds when resuming (none otherwise; an existing output is then refused)."""
+def open_output(path: Path, resume: bool) -> tuple[RowWriter, set[str], set[str]]:
+    """A writer for ``path`` (``.jsonl``: JSON lines, else a Parquet folder), the images it
+    already holds when resuming (none otherwise; an existing output is then refused), and
+    those of them whose row carries an error (a resumed run's exit code counts them)."""
     exists = path.exists() and (path.is_file() or any(path.iterdir()))
     if exists and not resume:
         raise FileExistsError(f"{path} exists: add --resume to continue it, or choose another")
     if path.suffix.lower() == ".jsonl":
-        done = _resume_jsonl(path) if exists else set()
-        return JsonLinesWriter(path), done
+        done, failed = _resume_jsonl(path) if exists else (set(), set())
+        return JsonLinesWriter(path), done, failed
     path.mkdir(parents=True, exist_ok=True)
-    done: set[str] = set()
+    done, failed = set(), set()
     for stale in path.glob(".*.tmp"):
         stale.unlink()
     for part in sorted(path.glob("part-*.parquet")):
-        done.update(pq.read_table(part, columns=["image"]).column("image").to_pylist())
-    return ParquetPartsWriter(path), done
+        table = pq.read_table(part, columns=["image", "error"]).to_pydict()
+        done.update(table["image"])
+        failed.update(i for i, e in zip(table["image"], table["error"], strict=True) if e)
+    return ParquetPartsWriter(path), done, failed
 
 
 class ParquetPartsWriter:
@@ -78,23 +81,29 @@ class JsonLinesWriter:
         self.handle.close()
 
 
-def _resume_jsonl(path: Path) -> set[str]:
-    """The images in ``path`` but the last, whose rows (and any cut line) are removed."""
+def _resume_jsonl(path: Path) -> tuple[set[str], set[str]]:
+    """The images in ``path`` but the last, whose rows (and any cut line) are removed, and
+    those of them with an error."""
     keep: list[tuple[int, str]] = []  # (byte offset where the row starts, its image)
+    errors: set[str] = set()
     offset = 0
     with path.open("rb") as handle:
         for line in handle:
             if line.endswith(b"\n"):
                 try:
-                    keep.append((offset, json.loads(line)["image"]))
+                    row = json.loads(line)
+                    keep.append((offset, row["image"]))
                 except (ValueError, KeyError, TypeError):
                     break
+                if row.get("error"):
+                    errors.add(row["image"])
             offset += len(line)
     if not keep:
         path.write_bytes(b"")
-        return set()
+        return set(), set()
     last = keep[-1][1]
     cut = next(start for start, image in keep if image == last)
     with path.open("r+b") as handle:
         handle.truncate(cut)
-    return {image for start, image in keep if start < cut}
+    kept = {image for start, image in keep if start < cut}
+    return kept, errors & kept
