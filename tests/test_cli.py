@@ -307,10 +307,17 @@ def test_gate_warns_when_a_fitted_policy_does_not_hold(tmp_path: Path, fp32_mani
     result = runner.invoke(app, ["gate", str(photos / "astronaut.png"), "-m", str(tmp_path)])
     words = " ".join(result.output.split())
     assert "lets 5.8% of 13-17-year-olds pass in its worst domain" in words
+    # A rate it does not have is never stated: no face passes, and the reason says why.
+    assert result.exit_code == 3 and "has no policy that holds" in words
+    for over in (13, 18, 25):
+        answer = runner.invoke(
+            app, ["gate", str(photos / "astronaut.png"), "-m", str(tmp_path), "--over", str(over)]
+        )
+        assert answer.exit_code == 3
     quiet = runner.invoke(
-        app, ["gate", str(photos / "astronaut.png"), "-m", str(tmp_path), "--buffer", "7"]
+        app, ["gate", str(photos / "astronaut.png"), "-m", str(tmp_path), "--buffer", "0"]
     )
-    assert "warning" not in quiet.output
+    assert "warning" not in quiet.output and quiet.exit_code == 0
 
 
 def test_annotated_labels_of_close_faces_never_overlap(astronaut):

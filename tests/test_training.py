@@ -321,3 +321,25 @@ def test_a_job_without_enough_minors_fits_no_gate_policy(face_dataset, tmp_path)
     assert "gate" not in manifest and "Challenge 25" in manifest["gate_not_fitted"]
     estimator = AgeEstimator(str(tmp_path / "model"))
     assert estimator.gate_policy(18).buffer == 7  # Challenge 25's rule
+
+
+def test_a_groups_only_job_says_why_nothing_is_calibrated(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    rows = ["path,group"]
+    for index in range(40):
+        pixels = rng.integers(0, 256, (72, 72, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{index}.png")
+        rows.append(f"{index}.png,{('YOUNG', 'MIDDLE', 'OLD')[index % 3]}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    options = JobOptions(
+        f"csv:{folder / 'labels.csv'}",
+        tmp_path / "m",
+        TrainConfig(mode="head", epochs=1, task="groups"),
+        IMFDB,
+        cache_dir=tmp_path / "cache",
+    )
+    manifest = run(options, show_progress=False)
+    # Not "only 0 faces with ages": the data has none to give.
+    assert "groups, not ages" in manifest["gate_not_fitted"]

@@ -68,7 +68,8 @@ def gate(
         err.print(
             f"[yellow]warning:[/] {estimator.bundle.name}'s policy lets "
             f"{fitted['val_pass_13_17']:.1%} of 13-17-year-olds pass in its worst domain "
-            f"(val), over the {fitted['max_minor_pass']:.0%} it aims at: give --buffer",
+            f"(val), over the {fitted['max_minor_pass']:.0%} it aims at, so it passes no "
+            "face; give --buffer to choose a policy yourself",
             highlight=False,
         )
     inputs = image_sources(images)

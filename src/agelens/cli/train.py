@@ -200,8 +200,12 @@ def train(
     )
 
     def report_epoch(row: dict[str, float]) -> None:
-        numbers = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
-        err.print(f"epoch {row['epoch']:.0f}: {numbers}", highlight=False)
+        shown = {k: v for k, v in row.items() if k not in ("epoch", "averaged_epochs")}
+        numbers = ", ".join(f"{k} {v:.4g}" for k, v in shown.items())
+        if "averaged_epochs" in row:  # not an epoch of its own: the last ones' mean weights
+            err.print(f"last {row['averaged_epochs']:.0f} epochs averaged: {numbers}")
+        else:
+            err.print(f"epoch {row['epoch']:.0f}: {numbers}", highlight=False)
 
     try:
         manifest = run(options, on_epoch=report_epoch, show_progress=err.is_terminal)

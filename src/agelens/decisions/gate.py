@@ -56,6 +56,9 @@ class GatePolicy:
     buffer: float = 7
     rule: str = ESTIMATE
     quality: QualityLimits | None = None
+    #: Why no face may pass, when the model's fitted policy does not hold its promise:
+    #: a gate must not state a rate it does not have, so it refers everyone instead.
+    refer_all: str | None = None
 
     def __post_init__(self) -> None:
         # NaN compares false both ways, so a check written as "not within" catches it too.
@@ -76,6 +79,8 @@ class GatePolicy:
 
     def reasons(self, face: Face) -> list[str]:
         """Why the face is referred; empty when it passes."""
+        if self.refer_all:
+            return [self.refer_all]
         found = self.quality.reasons(face.quality) if self.quality else []
         if found:
             return found

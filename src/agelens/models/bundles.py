@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from agelens.decisions.gate import ESTIMATE, GatePolicy
+from agelens.decisions.gate import ESTIMATE, MAX_BUFFER, GatePolicy
 from agelens.decisions.quality import QualityLimits
 from agelens.errors import ModelError
 
@@ -99,14 +99,23 @@ class Bundle:
         pass a gate over 18. Other thresholds keep that rule and buffer, so that a higher
         threshold never passes a face a lower one refers. Bundles without a fitted policy
         get Challenge 25's rule: the estimate must reach over + 7. Every policy refers the
-        faces that fail the quality check.
+        faces that fail the quality check. Where no buffer held the promise in every
+        domain (``holds`` is false), no face passes: the user may choose a buffer.
         """
         gate = self.manifest.get("gate") or {}
         if "buffer" in gate:
             rule, buffer = str(gate.get("rule", ESTIMATE)), float(gate["buffer"])
         else:
             rule, buffer = ESTIMATE, CHALLENGE_BUFFER
-        return GatePolicy(over, buffer, rule, self.quality_limits)
+        refer_all = None
+        if gate.get("holds") is False:
+            refer_all = (
+                f"{self.name} has no policy that holds: with every buffer up to "
+                f"{MAX_BUFFER:g} years, over {gate['max_minor_pass']:.0%} of 13-17-year-olds "
+                "passed in one domain of the suite, so no face passes (a buffer you choose "
+                "overrides this)"
+            )
+        return GatePolicy(over, buffer, rule, self.quality_limits, refer_all)
 
     @property
     def license(self) -> dict[str, Any]:

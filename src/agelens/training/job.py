@@ -181,6 +181,12 @@ def _fit_on_val_and_score(
             extra["gate"] = policy
         else:
             extra["gate_not_fitted"] = f"{reason}; Challenge 25's rule applies"
+    elif not known.any():
+        extra["gate_not_fitted"] = (
+            "the data gives groups, not ages: intervals are not calibrated and no gate "
+            "policy is fitted (`agelens calibrate` on faces with ages does both); "
+            "Challenge 25's rule applies"
+        )
     else:
         extra["gate_not_fitted"] = (
             f"only {int(known.sum())} faces with ages in val, fewer than "
