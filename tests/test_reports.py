@@ -113,6 +113,10 @@ def test_calibrate_writes_intervals_and_gate_into_a_copy(face_dataset, tmp_path)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["calibration"]["precision"] == "fp32"
+    # Enough to find the data again, and to tell whether it changed since.
+    data = manifest["calibration"]["data"]
+    assert data["spec"] == f"utkface:{face_dataset}" and data["files"] == 90
+    assert len(data["sha1"]) == 40
     # Fitted on every domain of the suite: each of the 90 faces five times over.
     assert manifest["calibration"]["domains"] == dict.fromkeys(DOMAINS, 90)
     assert manifest["calibration"]["n"] == 450 and "0.9" in manifest["calibration"]["quantiles"]

@@ -21,7 +21,7 @@ from agelens.cli.common import (
     out,
     predict_with_progress,
 )
-from agelens.data.datasets import read_dataset, select_split, spec_label
+from agelens.data.datasets import data_record, read_dataset, select_split
 from agelens.decisions import calibration
 from agelens.decisions.gate import fit_policy_domains, too_few_minors
 from agelens.decisions.quality import QualityLimits
@@ -82,7 +82,8 @@ def calibrate(
         raise fail("the domain suite is made from face crops: add --aligned or --domains clean", 2)
     try:
         estimator = AgeEstimator(model, interval_level=0.9, precision=precision)
-        samples = [s for s in select_split(read_dataset(data), split) if s.age is not None]  # type: ignore[arg-type]
+        dataset = read_dataset(data)
+        samples = [s for s in select_split(dataset, split) if s.age is not None]  # type: ignore[arg-type]
     except (AgeLensError, ValueError) as error:
         raise fail(str(error), 2) from error
     if out_dir is None and "package" in estimator.bundle.manifest["artifact"]:
@@ -131,7 +132,7 @@ def calibrate(
     manifest["calibration"] = {
         **record,
         "draws": draws_wanted,
-        "data": spec_label(data),
+        "data": data_record(data, dataset),
         "precision": estimator.bundle.precision,
     }
     policy = {

@@ -13,7 +13,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from agelens import strict_json
 from agelens.errors import DatasetError
@@ -134,10 +134,16 @@ def read_dataset(spec: str) -> Dataset:
     return _READERS[kind](Path(location).expanduser())
 
 
-def spec_label(spec: str) -> str:
-    """A spec without the folders above the data (``utkface:UTKFace``), for records that travel."""
-    kind, _, location = spec.partition(":")
-    return f"{kind}:{Path(location).name}"
+def data_record(spec: str, dataset: Dataset) -> dict[str, Any]:
+    """What a manifest records of its data, enough to find it again and to tell whether it
+    changed: the spec as given, and the sha1 of the sorted content hashes of its distinct
+    files (the same files in another folder give the same hash)."""
+    digests = sorted({digest for _, digest in unique_samples(dataset)})
+    return {
+        "spec": spec,
+        "files": len(digests),
+        "sha1": hashlib.sha1("\n".join(digests).encode()).hexdigest(),
+    }
 
 
 def content_hash(path: Path) -> str:

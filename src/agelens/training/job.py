@@ -21,7 +21,7 @@ from torch import nn
 from agelens import strict_json
 from agelens.data.datasets import (
     Dataset,
-    spec_label,
+    data_record,
 )
 from agelens.decisions import calibration
 from agelens.decisions.gate import fit_policy, too_few_minors
@@ -244,8 +244,11 @@ def _manifest(
             ),
         },
         "training": {
-            "data": spec_label(options.data),
-            "more_data": [spec_label(spec) for spec in options.more_data],
+            "data": data_record(options.data, datasets[0]),
+            "more_data": [
+                data_record(spec, found)
+                for spec, found in zip(options.more_data, datasets[1:], strict=True)
+            ],
             "dataset": dataset.kind,
             "split": {"file": "split.json", "counts": counts, "rule": "sha1 60/20/20"},
             "duplicates_dropped": sum(d.duplicates for d in datasets),
