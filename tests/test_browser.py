@@ -155,6 +155,12 @@ def test_at_phone_width_nothing_scrolls_sideways_and_the_bars_show(
             ".bar > span", "fills => fills.map(f => f.getBoundingClientRect().width)"
         )
         assert max(filled) > 10, filled  # the likeliest group's bar is drawn
+        # The answer is brought into view, not left below the fold.
+        top = phone.eval_on_selector("#result", "r => r.getBoundingClientRect().top")
+        assert top < 844 * 0.6, top
+        # Phones offer the gallery as well as the camera: no capture attribute forces one.
+        assert phone.get_attribute("#photo", "capture") is None
+        assert phone.text_content(".group-answer")  # the group named, not only bars
     finally:
         phone.close()
 

@@ -221,6 +221,10 @@ function render(file, answer) {
     `${answer.faces.length} face${answer.faces.length === 1 ? "" : "s"} found.`;
   statusLine.textContent = `Done: ${answer.faces.length} face${answer.faces.length === 1 ? "" : "s"}.`;
   result.hidden = false;
+  // On a phone the answer lands below the fold: bring it into view.
+  if (result.getBoundingClientRect().top > window.innerHeight * 0.6) {
+    result.scrollIntoView({ block: "start" });
+  }
 }
 
 input.addEventListener("change", () => {
