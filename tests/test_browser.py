@@ -207,3 +207,27 @@ def test_the_page_says_why_a_face_was_referred(page, astronaut, tmp_path):
     page.set_input_files("#photo", str(photo))
     page.wait_for_selector("#faces tbody tr.face-row .reason:has-text('no colour')")
     assert "refer" in page.locator("#faces tbody tr.face-row td").nth(4).inner_text()
+
+
+def test_an_evaluation_report_reads_at_phone_width(browser, astronaut, grace_hopper_path, tmp_path):
+    from typer.testing import CliRunner
+
+    from agelens.cli.main import app
+
+    Image.fromarray(astronaut).save(tmp_path / "astronaut.jpg", quality=92)
+    (tmp_path / "hopper.jpg").write_bytes(grace_hopper_path.read_bytes())
+    table = tmp_path / "ages.csv"
+    table.write_text("path,age\nastronaut.jpg,41\nhopper.jpg,77\n")
+    report = tmp_path / "report"
+    arguments = ["evaluate", "--data", f"csv:{table}", "-m", "cydral-v1", "-m", "cydral-v1"]
+    result = CliRunner().invoke(app, [*arguments, "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    phone = browser.new_page(viewport={"width": 390, "height": 844})
+    try:
+        phone.goto((report / "index.html").as_uri())
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        # Pass rates read as shares, as everywhere else in the report.
+        cells = phone.eval_on_selector_all("td", "cells => cells.map(c => c.textContent)")
+        assert "0.9886" not in cells and any(cell.endswith("%") for cell in cells)
+    finally:
+        phone.close()

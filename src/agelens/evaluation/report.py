@@ -76,7 +76,7 @@ def _comparison(runs: Sequence[tuple[dict[str, Any], list[Prediction], Path | No
         rows.append(
             [result["model"]]
             + [_fmt(result.get(key)) for key in COMPARED]
-            + [_fmt(gate.get("pass_13_17")), _fmt(gate.get("pass_25_plus"))]
+            + [share_text(gate.get("pass_13_17")), share_text(gate.get("pass_25_plus"))]
         )
     return table(header, rows)
 
