@@ -135,6 +135,12 @@ def _start_ray(address: str | None) -> None:
     """Join ``address`` (``auto``: the running cluster), or start a local Ray."""
     # AgeLens shows its own progress; Ray Data's bars and per-stage logs would repeat it.
     logging.getLogger("ray.data").setLevel(logging.ERROR)
+    if address is None:
+        # The local cluster started here has token authentication on, as Ray's default;
+        # its notice says so on every run, which is not the user's concern.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR
+        )
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = False
