@@ -28,6 +28,7 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -80,11 +81,23 @@ def hostile_uploads(photo: bytes, seed: int = 0) -> list[Upload]:
     for number, (name, valid) in enumerate(seeds().items()):
         bodies += [(f"fuzzed-{name}", m, False) for m in mutants(valid, 25, seed * 100 + number)]
     forms = ("multipart", "json", "raw")
-    return [(label, body, rng.choice(forms), face) for label, body, face in bodies]
+    uploads = [(label, body, rng.choice(forms), face) for label, body, face in bodies]
+    # Hostile headers and URLs around a good photo: each must get a 4xx, never a 5xx.
+    for form in ("long-boundary", "odd-boundary", "long-query"):
+        uploads += [(f"photo-{form}", photo, form, form == "long-query")] * 5
+    return uploads
 
 
 def send(session: httpx.Client, url: str, upload: Upload) -> httpx.Response:
     label, body, form, _ = upload
+    if form in ("long-boundary", "odd-boundary"):
+        boundary = "Z" * 257 if form == "long-boundary" else '"a b\u00e9"'
+        content_type = f"multipart/form-data; boundary={boundary}"
+        return session.post(url, content=body, headers={"Content-Type": content_type.encode()})
+    if form == "long-query":
+        return session.post(
+            url, params={"q": "x" * 60_000}, files={"file": (f"{label}.jpg", body, "image/jpeg")}
+        )
     if form == "json":
         return session.post(url, json={"image_base64": base64.b64encode(body).decode()})
     if form == "raw":
@@ -108,12 +121,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(port: int) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "agelens", "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def start_server(port: int, log: Path) -> subprocess.Popen:
+    """The server, its output (the log) going to ``log``."""
+    with log.open("wb") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "agelens", "serve", "--port", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -230,10 +245,11 @@ def main() -> None:
     photo = photo_640x480()
     good: list[Upload] = [("photo", photo, "multipart", True)]
     uploads = hostile_uploads(photo) if args.hostile else good
-    server = start_server(port)
+    log = Path(tempfile.mkdtemp()) / "server.log"
+    server = start_server(port, log)
     try:
         process = psutil.Process(server.pid)
-        run_clients(url, uploads, args.clients, 60, 25)  # warm-up: 25 requests per client
+        warm = run_clients(url, uploads, args.clients, 60, 25)  # warm-up: 25 a client
         rss_before = process.memory_info().rss
         load = run_clients(url, uploads, args.clients, args.seconds, args.per_client)
         served = load["requests"]
@@ -246,6 +262,13 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    lines = log.read_bytes().splitlines()
+    log_figures = {
+        "bytes": sum(len(line) + 1 for line in lines),
+        "longest_line_bytes": max((len(line) for line in lines), default=0),
+    }
+    log_figures["bytes_per_request"] = round(log_figures["bytes"] / (warm["requests"] + served))
+    log.unlink()
     results = {
         "machine": machine_record(),
         "photo": "640x480 JPEG, one face",
@@ -263,6 +286,8 @@ def main() -> None:
             "growth_mb": round((rss_after - rss_before) / 2**20, 1),
         },
         "server_alive_at_end": alive,
+        # Every request of the run is in the log: its size a request, and its longest line.
+        "log": log_figures,
     }
     if args.large_bursts:
         results["large_bursts"] = bursts

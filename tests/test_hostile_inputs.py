@@ -355,3 +355,65 @@ def test_large_photos_are_estimated_one_at_a_time(client, monkeypatch):
 def test_the_favicon_is_served(client):
     response = client.get("/favicon.ico")
     assert response.status_code == 200 and response.headers["content-type"] == "image/svg+xml"
+
+
+def _form(boundary: str, payload: bytes) -> bytes:
+    return (
+        f"--{boundary}\r\ncontent-disposition: form-data; name=file; filename=a.jpg\r\n"
+        f"content-type: image/jpeg\r\n\r\n".encode("latin-1")
+        + payload
+        + f"\r\n--{boundary}--\r\n".encode("latin-1")
+    )
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data; boundary=" + "Z" * 257,
+        "multipart/form-data; boundary=" + "Z" * 71,
+        "multipart/form-data; boundary=" + "Z" * 10_000,
+        "multipart/form-data; boundary=",
+        'multipart/form-data; boundary=""',
+        "multipart/form-data; boundary=a b",
+        "multipart/form-data; boundary=\u00e9\u00e9",
+        "multipart/form-data; boundary=x; charset=utf-16",
+        "multipart/form-data; charset=nonsense; boundary=abc; boundary=def",
+        "multipart/form-data;;;; boundary=abc",
+        "multipart/form-data; boundary=abc; x=" + "y" * 5000,
+        "image/jpeg; charset=" + "q" * 2000,
+        "application/json; charset=latin-1",
+    ],
+)
+def test_every_header_the_upload_path_reads_gets_a_4xx_never_a_500(client, content_type):
+    body = _form("abc", b"not a photo")
+    answer = client.post(
+        "/v1/estimate", content=body, headers={"content-type": content_type.encode("utf-8")}
+    )
+    assert 400 <= answer.status_code < 500, (content_type[:60], answer.status_code, answer.text)
+    assert answer.json()["error"]
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("length", [1, 40, 70])
+def test_a_boundary_of_any_allowed_length_reads_the_photo(client, astronaut, length):
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut).save(buffer, format="JPEG")
+    boundary = "b" * length
+    answer = client.post(
+        "/v1/estimate",
+        content=_form(boundary, buffer.getvalue()),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert answer.status_code == 200 and len(answer.json()["faces"]) == 1
+
+
+def test_a_requests_log_line_is_bounded_whatever_its_query(client, caplog):
+    caplog.set_level(logging.INFO, logger="agelens.access")
+    hostile = "x" * 60_000 + "%0a%1b[31mFAKE LOG LINE"
+    client.get(f"/v1/models?q={hostile}")
+    client.get("/v1/" + "p" * 5000 + "%1b[2J")  # percent-decoded into the path
+    lines = [r.getMessage() for r in caplog.records if r.name == "agelens.access"]
+    assert len(lines) == 2
+    for line in lines:
+        assert len(line) < 1024 and "FAKE" not in line and "\x1b" not in line
+    assert "/v1/models (query 60" in lines[0]

@@ -3,9 +3,10 @@ calibrate)."""
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -130,6 +131,10 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        # Its access log writes each request line whole, query string and all; the
+        # app logs a bounded, sanitised line of its own (server/access_log.py).
+        access_log=False,
+        log_config=_log_config(),
         # A cap on connections; idle keep-alive connections closed after 5 s, headers
         # that take over 10 s closed too; bodies that do not arrive in time are refused
         # by the app itself (408).
@@ -137,6 +142,15 @@ def serve(
         timeout_keep_alive=5,
         http=HeaderDeadlineProtocol,
     )
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with AgeLens's own loggers (access lines, refusals) shown too."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["agelens"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 for command in (predict, gate, verify, models, evaluate, serve, eda, train, calibrate):

@@ -33,6 +33,7 @@ from agelens.models.bundles import describe_builtin_bundles
 from agelens.pipeline.estimates import Face
 from agelens.pipeline.images import RGBImage, load_image
 from agelens.server.access import api_key_guard
+from agelens.server.access_log import AccessLog
 from agelens.server.error_handlers import add_error_handlers
 from agelens.server.headers import SecurityHeaders
 from agelens.server.json_response import StrictJSONResponse
@@ -118,6 +119,7 @@ def create_app(
             allow_headers=["Content-Type", "X-API-Key", "Authorization"],
         )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AccessLog)
     add_error_handlers(app)
     require_key = api_key_guard(settings.api_key)
     upload_route: dict[str, Any] = {

@@ -25,6 +25,8 @@ _FORM_SLACK = 64 * 1024
 #: A form with an image needs one part and a few headers; more is refused, not parsed.
 MAX_PARTS = 16
 MAX_PART_HEADER_BYTES = 16 * 1024
+#: RFC 2046 allows boundaries of 1-70 characters; the parser itself takes up to 256.
+MAX_BOUNDARY = 70
 #: Seconds a client may take to send its body: one that declares more bytes than it
 #: sends would otherwise hold a connection for ever.
 BODY_TIMEOUT_S = 30.0
@@ -57,6 +59,10 @@ async def _read_image_bytes(request: Request, limit: int) -> bytes:
     if media_type == b"multipart/form-data":
         if b"boundary" not in options:
             raise UploadError(422, "multipart body without a boundary")
+        if not 1 <= len(options[b"boundary"]) <= MAX_BOUNDARY:
+            raise UploadError(
+                422, f"the multipart boundary must be 1-{MAX_BOUNDARY} characters (RFC 2046)"
+            )
         body = await _read_body(request, limit + _FORM_SLACK, limit)
         # A body of many tiny parts takes seconds to parse: off the event loop.
         data = await anyio.to_thread.run_sync(_form_file, body, options[b"boundary"])
@@ -126,23 +132,25 @@ def _form_file(body: bytes, boundary: bytes) -> bytes:
     def on_part_data(data: bytes, start: int, end: int) -> None:
         parts[-1][1].extend(data[start:end])
 
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_part_data": on_part_data,
-        },
-    )
     try:
+        # Inside the try: the parser refuses some boundaries (over 256 characters, say)
+        # when it is built, not when it parses.
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": on_part_begin,
+                "on_header_field": on_header_field,
+                "on_header_value": on_header_value,
+                "on_header_end": on_header_end,
+                "on_part_data": on_part_data,
+            },
+        )
         parser.write(body)
         parser.finalize()
     except UploadError:
         raise
     except Exception as error:  # python-multipart raises several unrelated types
-        raise UploadError(422, f"malformed multipart body ({error})") from error
+        raise UploadError(422, f"malformed multipart body ({str(error)[:200]})") from error
     for name, data in parts:
         if name == "file":
             return bytes(data)
