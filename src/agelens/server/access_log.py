@@ -20,9 +20,9 @@ MAX_LOGGED_PATH = 120
 
 
 def _printable(text: str) -> str:
-    """``text`` cut to :data:`MAX_LOGGED_PATH`, with control characters replaced."""
-    cut = text[:MAX_LOGGED_PATH] + ("…" if len(text) > MAX_LOGGED_PATH else "")
-    return "".join(c if c.isprintable() else "?" for c in cut)
+    """``text`` cut to :data:`MAX_LOGGED_PATH`, with control and non-ASCII characters replaced."""
+    cut = text[:MAX_LOGGED_PATH] + ("..." if len(text) > MAX_LOGGED_PATH else "")
+    return "".join(c if c.isascii() and c.isprintable() else "?" for c in cut)
 
 
 class AccessLog:
