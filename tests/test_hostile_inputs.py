@@ -417,3 +417,36 @@ def test_a_requests_log_line_is_bounded_whatever_its_query(client, caplog):
     for line in lines:
         assert len(line.encode()) < 300 and "FAKE" not in line and "\x1b" not in line
     assert "/v1/models (query 60" in lines[0]
+
+
+def _chained_tiff(count: int) -> bytes:
+    """An 8x8 TIFF followed by ``count`` more image directories (IFDs), each chained to the
+    next, as a 9 MB file can hold 90,000 of them."""
+    import struct
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, format="TIFF")
+    data = bytearray(buffer.getvalue())
+    first = struct.unpack("<I", data[4:8])[0]
+    entries = struct.unpack("<H", data[first : first + 2])[0]
+    directory = bytes(data[first + 2 : first + 2 + 12 * entries])
+    size = 2 + 12 * entries + 4
+    start = len(data)
+    struct.pack_into("<I", data, first + 2 + 12 * entries, start)
+    for index in range(count):
+        following = start + (index + 1) * size if index < count - 1 else 0
+        data += struct.pack("<H", entries) + directory + struct.pack("<I", following)
+    return bytes(data)
+
+
+def test_a_tiff_of_many_chained_directories_is_refused_without_walking_them(client):
+    import time
+
+    blob = _chained_tiff(20_000)  # 2.5 MB; counting its frames took seconds, and grows as n²
+    started = time.perf_counter()
+    answer = client.post("/v1/estimate", files={"file": ("a.tif", blob, "image/tiff")})
+    assert answer.status_code == 415 and "animated" in answer.json()["error"]
+    assert time.perf_counter() - started < 2
+    started = time.perf_counter()
+    assert load_image(blob).shape == (8, 8, 3)  # outside the server: its first frame
+    assert time.perf_counter() - started < 2
