@@ -450,3 +450,14 @@ def test_a_tiff_of_many_chained_directories_is_refused_without_walking_them(clie
     started = time.perf_counter()
     assert load_image(blob).shape == (8, 8, 3)  # outside the server: its first frame
     assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize("shape", [b"{}", b"[]", b'{"a":[1]}'])
+def test_json_of_millions_of_small_values_is_refused_unparsed(client, shape):
+    import time
+
+    body = b'{"x": [' + b",".join([shape] * 1_000_000) + b'], "image_base64": ""}'
+    started = time.perf_counter()
+    answer = client.post("/v1/estimate", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 422 and "JSON" in answer.json()["error"]
+    assert time.perf_counter() - started < 1.5  # parsing it would take seconds
