@@ -91,3 +91,35 @@ def test_prompt_requests_on_one_connection_each_get_a_fresh_deadline(served):
                 assert chunk, f"{protocol.__name__} closed the connection"
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 200"), answer[:40]
+
+
+class _FewPerClient(_QuickDeadline):
+    per_client = 3
+
+
+def test_one_client_cannot_hold_every_connection():
+    for port in _serve(_FewPerClient):
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+        try:
+            # A fourth connection from the same address is closed at once.
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+                try:
+                    extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    answer = extra.recv(100)
+                except (BrokenPipeError, ConnectionResetError):
+                    answer = b""
+                assert answer == b"", answer
+            # Another address is served as usual.
+            with socket.create_connection(
+                ("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0)
+            ) as other:
+                other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert other.recv(100).startswith(b"HTTP/1.1 200")
+        finally:
+            for connection in held:
+                connection.close()
+        time.sleep(0.3)
+        # Once its connections close, the first client is served again.
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as again:
+            again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert again.recv(100).startswith(b"HTTP/1.1 200")

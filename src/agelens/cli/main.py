@@ -104,6 +104,14 @@ def serve(
     max_connections: Annotated[
         int, typer.Option(min=1, help="Connections served at once; more get 503.")
     ] = 64,
+    max_connections_per_client: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Connections one client address may hold (default: a quarter of "
+            "--max-connections; 0: no limit, as behind a proxy).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API (/v1, docs at /docs) and the upload page (/) with uvicorn.
 
@@ -112,6 +120,13 @@ def serve(
     """
     if not 0 < max_upload_mb <= MAX_UPLOAD_MB:  # NaN fails this too
         raise fail(f"--max-upload-mb must be over 0 and at most {MAX_UPLOAD_MB:g}", 2)
+    per_client = (
+        max(1, max_connections // 4)
+        if max_connections_per_client is None
+        else (max_connections_per_client)
+    )
+    # Before the protocol is imported, which reads it (and for worker processes).
+    os.environ["AGELENS_MAX_CONNECTIONS_PER_CLIENT"] = str(per_client)
     try:
         import uvicorn
 

@@ -1,22 +1,36 @@
-"""uvicorn's HTTP/1.1 protocol with a deadline for each request's line and headers.
+"""uvicorn's HTTP/1.1 protocol with a deadline for each request's line and headers, and a
+cap on the connections one client address may hold open.
 
 uvicorn's keep-alive timeout starts again with every byte received, and the app sees a
 request only once its headers are complete, so a client trickling a header a byte at a
 time would hold a connection for ever (Slowloris). Here each request must finish its
 headers within ``HEADER_TIMEOUT_S`` of the connection opening or of the previous response
 ending; a connection that misses it is closed. The body has its own deadline in the app.
+
+The server's cap on connections (``--max-connections``) is shared by every client: one
+client re-opening idle connections as the deadlines close them could hold every slot,
+and others would get 503. So one address may hold at most ``MAX_PER_CLIENT`` (by default
+a quarter of the cap); its next connection is closed at once. Behind a reverse proxy
+every client has the proxy's address: set ``AGELENS_MAX_CONNECTIONS_PER_CLIENT=0`` (off)
+and let the proxy limit clients.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections import Counter
+from typing import ClassVar
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 #: Seconds a client has to send a request line and headers.
 HEADER_TIMEOUT_S = 10.0
+#: Connections one client address may hold open at once (0: no limit). Read from the
+#: environment, as ``agelens serve`` sets it: its workers are processes of their own.
+MAX_PER_CLIENT = int(os.environ.get("AGELENS_MAX_CONNECTIONS_PER_CLIENT", "16"))
 
 _log = logging.getLogger("agelens.server")
 
@@ -25,10 +39,23 @@ class HeaderDeadlineProtocol(H11Protocol):
     """H11Protocol that closes connections whose headers do not arrive in time."""
 
     header_timeout = HEADER_TIMEOUT_S
+    per_client = MAX_PER_CLIENT
     _header_deadline: asyncio.TimerHandle | None = None
+    _counted: str | None = None
+    #: Open connections per client address, in this process.
+    _open: ClassVar[Counter[str]] = Counter()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        if self.per_client and address is not None:
+            if self._open[address] >= self.per_client:
+                _log.info("refused a connection: one client holds %d already", self.per_client)
+                transport.close()
+                return
+            self._open[address] += 1
+            self._counted = address
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -43,6 +70,11 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._counted is not None:
+            self._open[self._counted] -= 1
+            if not self._open[self._counted]:
+                del self._open[self._counted]
+            self._counted = None
         super().connection_lost(exc)
 
     def _arm(self) -> None:
