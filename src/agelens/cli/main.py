@@ -107,6 +107,7 @@ def serve(
     max_connections_per_client: Annotated[
         int | None,
         typer.Option(
+            "--per-client",
             min=0,
             help="Connections one client address may hold (default: a quarter of "
             "--max-connections; 0: no limit, as behind a proxy).",
