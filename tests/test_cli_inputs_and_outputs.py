@@ -6,10 +6,16 @@ import csv
 import functools
 import http.server
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -132,3 +138,53 @@ def test_gate_decides_each_photo_of_a_folder(photos: Path):
     assert result.exit_code == 3
     text = runner.invoke(app, ["gate", str(photos)])
     assert "4 photos:" in text.output and "1 no face" in text.output
+
+
+def _many_photos(folder: Path, astronaut, count: int) -> Path:
+    folder.mkdir()
+    Image.fromarray(astronaut).save(folder / "0000.jpg", quality=90)
+    for index in range(1, count):
+        os.link(folder / "0000.jpg", folder / f"{index:04d}.jpg")
+    return folder
+
+
+def test_two_runs_writing_one_csv_leave_one_runs_whole_file(astronaut, tmp_path: Path):
+    folder = _many_photos(tmp_path / "photos", astronaut, 120)
+    table = tmp_path / "ages.csv"
+    command = [sys.executable, "-m", "agelens", "predict", str(folder), "--csv", str(table)]
+    runs = [subprocess.Popen(command, stdout=subprocess.DEVNULL) for _ in range(2)]
+    assert [run.wait(timeout=300) for run in runs] == [0, 0]
+    with table.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 120 and len({row["image"] for row in rows}) == 120
+    assert all(row["age"] and row["box_x2"] for row in rows)  # no cut or mixed line
+    assert not list(tmp_path.glob(".ages.csv.*"))
+
+
+def test_ctrl_c_mid_folder_keeps_the_csv_and_leaves_no_workers(astronaut, tmp_path: Path):
+    folder = _many_photos(tmp_path / "photos", astronaut, 4000)
+    table = tmp_path / "ages.csv"
+    table.write_text("an earlier run's file\n")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "agelens", "predict", str(folder), "--csv", str(table)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a terminal's
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(
+        path.stat().st_size > 2000 for path in tmp_path.glob(".ages.csv.*")
+    ):
+        time.sleep(0.05)
+    workers = psutil.Process(run.pid).children(recursive=True)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=30)
+    assert run.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "ages.partial.csv" in stderr
+    assert table.read_text() == "an earlier run's file\n"
+    with (tmp_path / "ages.partial.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert 0 < len(rows) < 4000 and all(row["box_x2"] for row in rows)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"worker processes left behind: {alive}"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TextIO
@@ -211,13 +212,43 @@ def predict(
 
 
 def _csv_writer(stack: ExitStack, path: Path, group_names: list[str]) -> csv.DictWriter:
-    try:
-        handle: TextIO = stack.enter_context(path.open("w", newline="", encoding="utf-8"))
-    except OSError as error:
-        raise fail(f"--csv {path}: cannot write ({error.strerror})", 2) from error
+    handle = stack.enter_context(_replaced_when_done(path))
     writer = csv.DictWriter(handle, flat_columns(group_names))
     writer.writeheader()
     return writer
+
+
+@contextmanager
+def _replaced_when_done(path: Path) -> Iterator[TextIO]:
+    """A file written beside ``path`` and renamed onto it when the run ends.
+
+    Two runs writing one ``--csv`` at once leave one run's whole file, never their rows
+    interleaved. A run stopped by Ctrl-C leaves ``path`` as it was and its rows so far in
+    ``NAME.partial.csv``, and says so.
+    """
+    if path.is_dir():
+        raise fail(f"--csv {path}: is a folder; give a file name", 2)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        handle = temporary.open("w", newline="", encoding="utf-8")
+    except OSError as error:
+        raise fail(f"--csv {path}: cannot write ({error.strerror})", 2) from error
+    try:
+        with handle:
+            yield handle
+    except KeyboardInterrupt:
+        partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+        os.replace(temporary, partial)
+        err.print(f"stopped: the rows so far are in {partial}; {path} is as it was")
+        raise
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    try:
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise fail(f"--csv {path}: cannot write ({error.strerror})", 2) from error
 
 
 def print_faces(result: ImageResult, every_group: bool = False) -> None:
