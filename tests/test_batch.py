@@ -53,3 +53,17 @@ def test_a_photo_without_a_face_can_be_scored_whole(estimator, tmp_path: Path):
     assert plain.faces == [] and not plain.whole_image
     assert len(whole.faces) == 1 and whole.whole_image
     assert whole.faces[0].box == (0.0, 0.0, 160.0, 120.0)
+
+
+def test_a_finished_output_is_checked_for_missing_and_twice_written_images(tmp_path):
+    import json
+
+    from agelens.distributed.output import check_output
+
+    out = tmp_path / "ages.jsonl"
+    rows = [{"image": "a.jpg", "face": 1}, {"image": "a.jpg", "face": 2}]
+    rows += [{"image": "b.jpg", "face": 1}, {"image": "b.jpg", "face": 1}]
+    out.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    problems = check_output(out, ["a.jpg", "b.jpg", "c.jpg"])
+    assert problems == ["b.jpg written 2 times", "1 image(s) missing, the first c.jpg"]
+    assert check_output(out, ["a.jpg"]) == ["b.jpg written 2 times"]

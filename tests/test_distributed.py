@@ -221,3 +221,63 @@ def test_ctrl_c_stops_a_ray_run_soon_leaving_whole_parts_and_says_how_to_resume(
     assert resumed.returncode == 0, resumed.stderr
     rows = _by_image(_rows(out))
     assert {image for image, _ in rows} == {str(p) for p in folder.glob("*.jpg")}
+
+
+def test_a_removed_part_and_a_resume_never_overwrite_another_part(photos: Path, tmp_path: Path):
+    out = tmp_path / "ages.parquet"
+    _run(photos, out, batch_size=1)
+    parts = sorted(out.glob("part-*.parquet"))
+    assert len(parts) >= 3
+    parts[0].unlink()  # removed by hand: its images are estimated again
+    kept = {part.name: part.read_bytes() for part in parts[1:]}
+    _run(photos, out, resume=True, batch_size=1)
+    assert {p.name: p.read_bytes() for p in out.glob("part-*.parquet") if p.name in kept} == kept
+    rows = _by_image(_rows(out))
+    assert {image for image, _ in rows} == {str(p) for p in job.list_images(str(photos))}
+
+
+def test_a_second_job_on_the_same_output_is_refused(photos: Path, tmp_path: Path):
+    from agelens.distributed.output import OutputInUseError, lock_output
+
+    for out in (tmp_path / "ages.parquet", tmp_path / "ages.jsonl"):
+        with lock_output(out), pytest.raises(OutputInUseError, match="another run"):
+            _run(photos, out)
+        _run(photos, out)  # once the first has finished, the output is free
+
+
+def test_resume_with_a_relative_glob_redoes_nothing(photos: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(photos.parent)
+    pattern = f"./{photos.name}/*.jpg"
+    out = tmp_path / "ages.jsonl"
+    _run(pattern, out)
+    started: list[tuple[int, int]] = []
+    job.run(
+        pattern,
+        out,
+        address=None,
+        actors=1,
+        resume=True,
+        model="cydral-v1",
+        aligned=False,
+        on_start=lambda todo, done: started.append((todo, done)),
+        on_images=lambda n: None,
+    )
+    assert started == [(0, len(list(photos.glob("*.jpg"))))]
+
+
+def test_a_bytes_only_dataset_names_each_row_by_its_content(astronaut):
+    import hashlib
+    import io
+
+    from agelens.distributed import estimate_dataset
+
+    encoded = []
+    for index in range(200):
+        buffer = io.BytesIO()
+        Image.fromarray((astronaut * (0.5 + index / 400)).astype(np.uint8)).save(buffer, "JPEG")
+        encoded.append(buffer.getvalue())
+    rows = estimate_dataset(
+        ray.data.from_items([{"bytes": data} for data in encoded]), actors=1
+    ).take_all()
+    names = {row["image"] for row in rows}
+    assert names == {f"sha1:{hashlib.sha1(data).hexdigest()}" for data in encoded}

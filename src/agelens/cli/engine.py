@@ -51,6 +51,8 @@ def predict_on_ray(
                 on_images=advanced,
                 **options,
             )
+        except job.OutputCheckError as error:
+            raise fail(str(error)) from error
         except (OSError, ValueError) as error:  # FileExistsError, ConnectionError among them
             raise fail(str(error), 2) from error
         except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ def estimate_dataset(
     """Every face of every image in ``ds``, as flat rows (see :mod:`agelens.records`).
 
     ``ds`` has a ``path`` column (files the actors read, local or any URI pyarrow reads)
-    and/or a ``bytes`` column (the encoded images, named by ``path`` when it is there).
+    and/or a ``bytes`` column (the encoded images, named by ``path`` when it is there, else
+    ``sha1:`` and the sha1 of their bytes).
     ``estimator_options`` are :class:`~agelens.AgeEstimator`'s (``groups``, ``tta``,
     ``precision``, ``min_score``, ``min_face``, ``detect_max_side``). ``actors`` defaults
     to one per CPU of the cluster; an actor that dies is restarted and its batches retried.
@@ -75,7 +77,11 @@ class EstimatorActor:
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         names = [str(p) for p in batch["path"]] if "path" in batch else None
         if "bytes" in batch:
-            labels = names or [f"row {i}" for i in range(len(batch["bytes"]))]
+            # Without paths, a row is named by its image's content: the same name in
+            # every batch and every run, unlike its place in a batch.
+            labels = names or [
+                f"sha1:{hashlib.sha1(bytes(data)).hexdigest()}" for data in batch["bytes"]
+            ]
             inputs: list[Source | ImageResult] = [
                 InMemory(label, Path(label).name, bytes(data))
                 for label, data in zip(labels, batch["bytes"], strict=True)

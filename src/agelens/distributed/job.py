@@ -23,7 +23,7 @@ from pyarrow import fs
 
 from agelens.batch import IMAGE_SUFFIXES, collect_images
 from agelens.distributed.actors import BATCH_SIZE, cluster_cpus, estimate_dataset
-from agelens.distributed.output import open_output
+from agelens.distributed.output import check_output, lock_output, open_output
 
 _GLOB_CHARACTERS = frozenset("*?[")
 
@@ -83,39 +83,54 @@ def run(
     whose row carries an error in the whole output, a resumed run's earlier rows included.
     ``on_start(to do, already done)`` and ``on_images(n)``
     report progress; ``batch_size`` images go to an actor at a time, two batches a block."""
-    names = list(dict.fromkeys(list_images(source)))  # a list file may name one twice
-    writer, done, failed_before = open_output(out, resume)
-    todo = [name for name in names if name not in done]
-    on_start(len(todo), len(names) - len(todo))
-    failed = len(failed_before & set(names))
-    try:
-        if todo:
-            _start_ray(address)
-            size = min(actors or cluster_cpus(), len(todo))
-            # Blocks of two actor batches: every actor has work from the start, results
-            # stream back steadily, and a failure repeats little.
-            blocks = min(len(todo), max(size, -(-len(todo) // (2 * batch_size))))
-            items = [{"path": name} for name in todo]
-            paths = ray.data.from_items(items, override_num_blocks=blocks)
-            rows = estimate_dataset(
-                paths,
-                model,
-                aligned=aligned,
-                actors=size,
-                batch_size=batch_size,
-                **estimator_options,
-            )
-            written = set(done)
-            for batch in rows.iter_batches(batch_size=None, batch_format="pyarrow"):
-                table = _unwritten(batch, written)
-                if table.num_rows:
-                    writer.write(table)
-                firsts = pc.less_equal(table.column("face"), 1)  # an image's first row
-                failed += pc.sum(pc.and_(firsts, pc.is_valid(table.column("error")))).as_py() or 0
-                on_images(pc.sum(firsts).as_py() or 0)
-    finally:
-        writer.close()
+    # Named as the rows name them (``./a/b.jpg`` is ``a/b.jpg``), so that a resumed run
+    # compares like with like; a list file may name one twice.
+    names = list(dict.fromkeys(_as_rows_name_it(name) for name in list_images(source)))
+    # The lock is held until the output has been written and checked.
+    with lock_output(out):
+        writer, done, failed_before = open_output(out, resume)
+        todo = [name for name in names if name not in done]
+        on_start(len(todo), len(names) - len(todo))
+        failed = len(failed_before & set(names))
+        try:
+            if todo:
+                _start_ray(address)
+                size = min(actors or cluster_cpus(), len(todo))
+                # Blocks of two actor batches: every actor has work from the start, results
+                # stream back steadily, and a failure repeats little.
+                blocks = min(len(todo), max(size, -(-len(todo) // (2 * batch_size))))
+                items = [{"path": name} for name in todo]
+                paths = ray.data.from_items(items, override_num_blocks=blocks)
+                rows = estimate_dataset(
+                    paths,
+                    model,
+                    aligned=aligned,
+                    actors=size,
+                    batch_size=batch_size,
+                    **estimator_options,
+                )
+                written = set(done)
+                for batch in rows.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    table = _unwritten(batch, written)
+                    if table.num_rows:
+                        writer.write(table)
+                    firsts = pc.less_equal(table.column("face"), 1)  # an image's first row
+                    errors = pc.and_(firsts, pc.is_valid(table.column("error")))
+                    failed += pc.sum(errors).as_py() or 0
+                    on_images(pc.sum(firsts).as_py() or 0)
+        finally:
+            writer.close()
+        if problems := check_output(out, names):
+            raise OutputCheckError(f"{out} failed its check: " + "; ".join(problems[:3]))
     return failed
+
+
+def _as_rows_name_it(name: str) -> str:
+    return name if "://" in name else str(Path(name))
+
+
+class OutputCheckError(ValueError):
+    """The finished output, read back, lacks an image or holds one twice."""
 
 
 def _unwritten(table: pa.Table, written: set[str]) -> pa.Table:
