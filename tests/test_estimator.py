@@ -166,3 +166,15 @@ def test_the_sample_photo_the_readme_opens_with_has_one_face(estimator):
     assert 25 <= face.age <= 55
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert '"samples" / "astronaut.jpg"' in readme.split("```")[1]  # the first command
+
+
+def test_estimate_arrays_takes_views_and_refuses_an_empty_image_typed(estimator, astronaut):
+    from agelens.errors import EmptyImageError
+
+    halved = estimator.estimate_arrays([astronaut[::2, ::2]])[0]
+    assert [f.age for f in halved] == [
+        f.age for f in estimator.estimate_arrays([np.ascontiguousarray(astronaut[::2, ::2])])[0]
+    ]
+    assert len(estimator.estimate_arrays([astronaut[..., ::-1]])[0]) == 1  # BGR as a view
+    with pytest.raises(EmptyImageError):
+        estimator.estimate_arrays([np.zeros((0, 0, 3), np.uint8)])

@@ -177,7 +177,12 @@ class AgeEstimator:
         groups: str | GroupScheme | None = None,
         tta: bool | None = None,
     ) -> list[list[Face]]:
-        """As :meth:`estimate_many`, for images already loaded with :func:`load_image`."""
+        """As :meth:`estimate_many`, for images already in memory as arrays.
+
+        Each is checked and made contiguous as :func:`load_image` does (a view such as
+        ``a[::2, ::2]`` is a valid image; an empty one raises :class:`EmptyImageError`).
+        """
+        images = [load_image(image, max_pixels=self.max_pixels) for image in images]
         scheme = self.groups if groups is None else resolve_scheme(groups)
         crops: list[_FaceCrop] = []
         chips: list[np.ndarray] = []
