@@ -188,3 +188,100 @@ def test_ctrl_c_mid_folder_keeps_the_csv_and_leaves_no_workers(astronaut, tmp_pa
     assert 0 < len(rows) < 4000 and all(row["box_x2"] for row in rows)
     _, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive, f"worker processes left behind: {alive}"
+
+
+def _raw_server(answer) -> Iterator[int]:
+    """A socket server that answers each connection with ``answer(connection)``."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    connections: list = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connections.append(connection)
+            threading.Thread(target=answer, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield port
+    finally:
+        listener.close()
+        for connection in connections:
+            connection.close()
+
+
+def _after_request(connection, reply: bytes, trickle: float = 0.0) -> None:
+    try:
+        connection.recv(65536)
+        if trickle:
+            for byte in reply:
+                connection.sendall(bytes([byte]))
+                time.sleep(trickle)
+        else:
+            connection.sendall(reply)
+    except OSError:
+        pass
+
+
+HOSTILE_ANSWERS = {
+    "bad status line": b"garbage\r\n\r\n",
+    "too many headers": b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 150 + b"\r\n",
+    "cut body": b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\nshort",
+    "line too long": b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_ANSWERS))
+def test_a_broken_server_is_that_urls_error_and_the_other_photos_go_on(
+    case, photos: Path, monkeypatch
+):
+    reply = HOSTILE_ANSWERS[case]
+    for port in _raw_server(lambda c: _after_request(c, reply)):
+        url = f"http://127.0.0.1:{port}/a.jpg"
+        result = runner.invoke(app, ["predict", url, str(photos / "astronaut.png"), "--json"])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        records = {r["image"]: r for r in json_lines(result.stdout)}
+        assert records[url]["error"].startswith("could not be fetched")
+        assert len(records[str(photos / "astronaut.png")]["faces"]) == 1
+
+
+def test_a_trickling_server_cannot_hold_the_command(photos: Path, monkeypatch):
+    from agelens.cli import sources
+
+    monkeypatch.setattr(sources, "URL_DEADLINE_S", 1.5)
+    slow = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000
+    for port in _raw_server(lambda c: _after_request(c, slow, trickle=0.2)):
+        started = time.monotonic()
+        result = runner.invoke(app, ["predict", f"http://127.0.0.1:{port}/a.jpg", "--json"])
+        assert time.monotonic() - started < 10
+        assert "within 1.5 s" in json_lines(result.stdout)[0]["error"]
+
+
+def test_redirects_are_followed_to_http_only(photos: Path):
+    received: list[bytes] = []
+
+    def ftp_listener(connection) -> None:
+        connection.settimeout(2)
+        try:
+            connection.sendall(b"220 ready\r\n")
+            received.append(connection.recv(1000))
+        except OSError:
+            pass
+
+    for ftp_port in _raw_server(ftp_listener):
+        redirect = (
+            f"HTTP/1.1 302 Found\r\nLocation: ftp://127.0.0.1:{ftp_port}/a.jpg\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        for port in _raw_server(functools.partial(_after_request, reply=redirect)):
+            result = runner.invoke(app, ["predict", f"http://127.0.0.1:{port}/a.jpg", "--json"])
+            assert "ftp:// refused" in json_lines(result.stdout)[0]["error"]
+    assert not any(received), received  # nothing reached the FTP listener
