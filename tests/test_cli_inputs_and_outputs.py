@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import http.server
+import io
 import json
 import os
 import signal
@@ -285,3 +286,36 @@ def test_redirects_are_followed_to_http_only(photos: Path):
             result = runner.invoke(app, ["predict", f"http://127.0.0.1:{port}/a.jpg", "--json"])
             assert "ftp:// refused" in json_lines(result.stdout)[0]["error"]
     assert not any(received), received  # nothing reached the FTP listener
+
+
+def test_awkward_file_names_are_written_and_shown_safely(astronaut, tmp_path: Path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(astronaut).save(folder / "plain.jpg", quality=90)
+    awkward = [b"\xff\xfe-not-utf8.jpg", b"\x1b[31mred\x1b[0m.jpg", b"n" * 250 + b".jpg"]
+    for name in awkward:
+        os.link(folder / "plain.jpg", os.path.join(os.fsencode(folder), name))
+    table, crops, annotated = tmp_path / "ages.csv", tmp_path / "crops", tmp_path / "annotated"
+    arguments = ["predict", str(folder), "--csv", str(table), "--save-crops", str(crops)]
+    result = runner.invoke(app, [*arguments, "--annotate", str(annotated)])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\\x1b[31mred" in result.output
+    with table.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and all(row["age"] for row in rows)
+    assert len(list(crops.iterdir())) == 4 and len(list(annotated.iterdir())) == 4
+
+
+def test_a_url_ending_in_dot_dot_is_annotated_under_a_name_of_its_own(astronaut, tmp_path: Path):
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut).save(buffer, format="JPEG")
+    reply = (
+        f"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {len(buffer.getvalue())}"
+        "\r\n\r\n"
+    ).encode() + buffer.getvalue()
+    for port in _raw_server(functools.partial(_after_request, reply=reply)):
+        out = tmp_path / "annotated"
+        url = f"http://127.0.0.1:{port}/photos/.."
+        result = runner.invoke(app, ["predict", url, "--annotate", str(out)])
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+        assert [p.name for p in out.iterdir()] == ["image.png"]

@@ -56,6 +56,15 @@ DataOption = Annotated[
 ]
 
 
+def shown(name: str) -> str:
+    """A file name or URL as a terminal may show it: control characters (an escape
+    sequence hidden in a name) and undecodable bytes written as escapes, and rich's
+    markup escaped."""
+    return escape(
+        "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in name)
+    )
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``message`` as an error; raise the returned exit to stop with ``code``."""
     # Escaped: rich would read "agelens[server]" as markup and print "agelens".

@@ -14,6 +14,9 @@ from agelens.pipeline.chips import upright_crop
 
 #: Side of the face crops ``--save-crops`` writes, in pixels.
 CROP_SIZE = 224
+#: The most bytes of a photo's name kept in a copy's name: file systems allow 255 a
+#: name, and a copy adds ``_face12-3.png`` and the like.
+MAX_STEM_BYTES = 150
 
 
 def write_copies(
@@ -25,7 +28,7 @@ def write_copies(
 ) -> None:
     """The annotated copy and the face crops of one image; names are never reused in a run."""
     assert result.image is not None
-    name = Path(result.path.name)
+    name = Path(copy_name(result.path.name))
     try:
         if annotate is not None:
             target = unused_name(annotate / name, written)
@@ -37,6 +40,19 @@ def write_copies(
                 Image.fromarray(crop).save(target)
     except OSError as error:
         raise fail(f"cannot write {error.filename} ({error.strerror})") from error
+
+
+def copy_name(name: str) -> str:
+    """A file name for a copy of the photo called ``name``: never empty, ``.`` or ``..``
+    (a URL may end so), with a stem short enough for any file system."""
+    path = Path(name)
+    stem, suffix = path.stem, path.suffix
+    if name in ("", ".", "..") or not stem.strip("."):
+        stem, suffix = "image", ".png"
+    encoded = stem.encode("utf-8", "surrogateescape")
+    if len(encoded) > MAX_STEM_BYTES:
+        stem = encoded[:MAX_STEM_BYTES].decode("utf-8", "ignore")
+    return f"{stem}{suffix[:10]}"
 
 
 def unused_name(target: Path, written: set[Path]) -> Path:

@@ -21,6 +21,7 @@ from agelens.cli.common import (
     fail,
     make_estimator,
     out,
+    shown,
 )
 from agelens.cli.predict import ImagesArgument, image_sources, print_faces, results_in_order
 from agelens.decisions.gate import Decision
@@ -132,7 +133,7 @@ def _explain(image: str | None, result: GateResult, over: float) -> None:
         "refer": "check an ID",
         "no_face": "no face found, check an ID",
     }[result.decision]
-    where = f"[bold]{escape(image)}[/]: " if image else ""
+    where = f"[bold]{shown(image)}[/]: " if image else ""
     out.print(
         f"{where}[bold {colour}]{result.decision.upper()}[/]: {verdict} ({rule})",
         highlight=False,
@@ -205,7 +206,7 @@ def verify(
 
 
 def _explain_claim(image: str | None, check: ClaimCheck) -> None:
-    where = f"[bold]{escape(image)}[/]: " if image else ""
+    where = f"[bold]{shown(image)}[/]: " if image else ""
     p_value = "" if check.p_value is None else f" (p = {check.p_value:.3f})"
     colour = _COLOURS[check.verdict.value]
     label = check.verdict.value.replace("_", " ").upper()

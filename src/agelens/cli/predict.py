@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, TextIO
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from agelens import strict_json
@@ -29,6 +28,7 @@ from agelens.cli.common import (
     make_estimator,
     out,
     progress_bar,
+    shown,
 )
 from agelens.cli.copies import CROP_SIZE, check_output_folder, write_copies
 from agelens.cli.engine import predict_on_ray
@@ -230,7 +230,8 @@ def _replaced_when_done(path: Path) -> Iterator[TextIO]:
         raise fail(f"--csv {path}: is a folder; give a file name", 2)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        handle = temporary.open("w", newline="", encoding="utf-8")
+        # A name that is not UTF-8 (its bytes kept as surrogates) is written escaped.
+        handle = temporary.open("w", newline="", encoding="utf-8", errors="backslashreplace")
     except OSError as error:
         raise fail(f"--csv {path}: cannot write ({error.strerror})", 2) from error
     try:
@@ -254,16 +255,16 @@ def _replaced_when_done(path: Path) -> Iterator[TextIO]:
 def print_faces(result: ImageResult, every_group: bool = False) -> None:
     """A table per photo; ``every_group`` (``--distribution``) adds each group's probability."""
     if result.error is not None:
-        err.print(f"[red]{escape(str(result.path))}[/]: {escape(result.error)}", highlight=False)
+        err.print(f"[red]{shown(str(result.path))}[/]: {shown(result.error)}", highlight=False)
         return
     if not result.faces:
         out.print(
-            f"[bold]{escape(str(result.path))}[/]: no face found (smaller faces than about "
+            f"[bold]{shown(str(result.path))}[/]: no face found (smaller faces than about "
             "24 px, or turned away: try --detect-size 2400 or --min-score 0.4)",
             highlight=False,
         )
         return
-    table = Table(title=str(result.path), title_justify="left")
+    table = Table(title=shown(str(result.path)), title_justify="left")
     columns = ["face", "age (90% interval)", "group", "box", "score"]
     for column in columns + (["every group"] if every_group else []):
         table.add_column(column)
