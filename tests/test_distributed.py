@@ -281,3 +281,14 @@ def test_a_bytes_only_dataset_names_each_row_by_its_content(astronaut):
     ).take_all()
     names = {row["image"] for row in rows}
     assert names == {f"sha1:{hashlib.sha1(data).hexdigest()}" for data in encoded}
+
+
+def test_a_bad_name_in_a_list_file_is_that_inputs_error_row(photos: Path, tmp_path: Path):
+    listing = tmp_path / "list.txt"
+    good = str(photos / "astronaut.png")
+    listing.write_bytes(f"{good}\n".encode() + b"bad\x00name.jpg\n" + b"caf\xe9.jpg\n")
+    out = tmp_path / "ages.jsonl"
+    assert _run(listing, out) == 2
+    rows = {row["image"]: row for row in _rows(out)}
+    assert rows[good]["error"] is None
+    assert rows["bad\\x00name.jpg"]["error"] and rows["caf\\udce9.jpg"]["error"]

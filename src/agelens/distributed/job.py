@@ -36,7 +36,8 @@ def list_images(source: str) -> list[str]:
         return sorted(glob.glob(source, recursive=True))
     path = Path(source)
     if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
-        return _list_file(path.read_text(encoding="utf-8"))
+        # A name that is not UTF-8 keeps its bytes (as surrogates), to be named escaped.
+        return _list_file(path.read_text(encoding="utf-8", errors="surrogateescape"))
     return [str(found) for found in collect_images([path])]
 
 
@@ -126,7 +127,19 @@ def run(
 
 
 def _as_rows_name_it(name: str) -> str:
+    """``./a/b.jpg`` as ``a/b.jpg``; a name no row can hold (bytes that are not UTF-8, a
+    NUL) written escaped, so that it becomes that input's error row, not the job's end."""
+    if "\x00" in name or not name.isprintable() or _not_utf8(name):
+        name = name.encode("unicode_escape", "backslashreplace").decode("ascii")
     return name if "://" in name else str(Path(name))
+
+
+def _not_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 class OutputCheckError(ValueError):

@@ -94,6 +94,8 @@ def _read_file(path: Path) -> bytes:
         raise NotAnImageError(f"{path}: no such file") from None
     except OSError as error:  # a symbolic link loop, a path too long, no permission
         raise NotAnImageError(f"{path}: cannot read ({error.strerror or error})") from None
+    except ValueError:  # a NUL byte in the name: no file can be called so
+        raise NotAnImageError(f"{path!r}: a file name cannot hold a NUL byte") from None
     if stat.S_ISDIR(info.st_mode):
         readable = os.access(path, os.R_OK | os.X_OK)
         raise NotAnImageError(f"{path}: a folder{'' if readable else ' that cannot be opened'}")
