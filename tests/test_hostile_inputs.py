@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import contextlib
 import io
 import logging
 import os
@@ -309,39 +308,40 @@ def test_a_detector_given_as_the_age_model_is_named_for_what_it_is():
         AgeEstimator("yunet-2023")
 
 
-def test_large_photos_are_estimated_one_at_a_time(client, monkeypatch):
+def _slow_large_decoding(monkeypatch, seconds: float) -> dict[str, int]:
+    """Every photo over 100x100 counts as large and takes ``seconds`` longer to decode;
+    returns the most large photos decoded at once, as it is reached."""
     import threading
     import time
 
+    from agelens.server import app as server_app
     from agelens.server import memory
 
-    monkeypatch.setattr(memory, "LARGE_PIXELS", 1000)  # every test photo counts as large
-    inside, most = 0, 0
+    monkeypatch.setattr(memory, "LARGE_PIXELS", 100 * 100)
+    seen = {"inside": 0, "most": 0}
     lock = threading.Lock()
-    real = memory._return_free_memory
+    real = server_app.load_image
 
-    def watched() -> None:
-        nonlocal inside
+    def watched(data, **options):
+        if not memory.is_large(data):
+            return real(data, **options)
         with lock:
-            inside -= 1
-        real()
-
-    original_guard = memory.large_photo_guard.__wrapped__
-
-    def counting_guard(data):
-        nonlocal inside, most
-        for _ in original_guard(data):
+            seen["inside"] += 1
+            seen["most"] = max(seen["most"], seen["inside"])
+        time.sleep(seconds)
+        try:
+            return real(data, **options)
+        finally:
             with lock:
-                inside += 1
-                most = max(most, inside)
-            time.sleep(0.05)
-            yield
+                seen["inside"] -= 1
 
-    monkeypatch.setattr(memory, "_return_free_memory", watched)
-    monkeypatch.setattr(
-        "agelens.server.app.large_photo_guard", contextlib.contextmanager(counting_guard)
-    )
-    photo = encoded("PNG", (64, 64))
+    monkeypatch.setattr(server_app, "load_image", watched)
+    return seen
+
+
+def test_large_photos_are_estimated_one_at_a_time(client, monkeypatch):
+    seen = _slow_large_decoding(monkeypatch, 0.05)
+    photo = encoded("PNG", (128, 128))
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         answers = list(
             pool.map(
@@ -349,7 +349,27 @@ def test_large_photos_are_estimated_one_at_a_time(client, monkeypatch):
             )
         )
     assert all(answer.status_code == 200 for answer in answers)
-    assert most == 1 and inside == 0
+    assert seen["most"] == 1 and seen["inside"] == 0
+
+
+def test_large_photos_waiting_their_turn_leave_a_slot_for_ordinary_ones(client, monkeypatch):
+    import time
+
+    _slow_large_decoding(monkeypatch, 1.0)
+    large, small = encoded("PNG", (128, 128)), encoded("PNG", (64, 64))
+
+    def post(photo: bytes) -> float:
+        started = time.perf_counter()
+        assert client.post("/v1/estimate", files={"file": ("x.png", photo)}).status_code == 200
+        return time.perf_counter() - started
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        queued = [pool.submit(post, large) for _ in range(3)]
+        time.sleep(0.2)  # the large ones are in: one decoding, two waiting their turn
+        ordinary = pool.submit(post, small).result()
+        [future.result() for future in queued]
+    # Had the waiting large photos held both estimation slots, it would wait a second.
+    assert ordinary < 0.7, ordinary
 
 
 def test_the_favicon_is_served(client):

@@ -37,7 +37,7 @@ from agelens.server.access_log import AccessLog
 from agelens.server.error_handlers import add_error_handlers
 from agelens.server.headers import SecurityHeaders
 from agelens.server.json_response import StrictJSONResponse
-from agelens.server.memory import large_photo_guard
+from agelens.server.memory import is_large, return_free_memory
 from agelens.server.schemas import EstimateOut, GateOut, VerifyOut
 from agelens.server.settings import ServerSettings
 from agelens.server.uploads import UploadError, read_image_bytes
@@ -99,6 +99,8 @@ def create_app(
             )
         )
         app.state.slots = anyio.CapacityLimiter(settings.inference_slots)
+        # Large photos one at a time, queued here before they take a slot.
+        app.state.large_lane = anyio.Lock()
         yield
 
     app = FastAPI(
@@ -266,21 +268,27 @@ async def _estimate_upload(
 ) -> dict[str, Any]:
     """Read the upload, then decode, estimate and ``respond`` in a worker thread.
 
-    At most ``inference_slots`` requests are in the CPU-bound part at once.
+    At most ``inference_slots`` requests are in the CPU-bound part at once, and at most
+    one of them a large photo: large photos wait for each other before taking a slot.
     """
     scheme = _scheme(groups)
     data = await read_image_bytes(request, limit)
     estimator: AgeEstimator = request.app.state.estimator
+    large = is_large(data)
 
     def run() -> dict[str, Any]:
-        with large_photo_guard(data):
-            image = load_image(data, max_pixels=estimator.max_pixels, still_only=True)
-            faces = estimator.estimate(image, groups=scheme, tta=tta, distribution=distribution)
-            answer = respond(estimator, image, faces)
-            del image  # freed before the guard hands memory back
+        image = load_image(data, max_pixels=estimator.max_pixels, still_only=True)
+        faces = estimator.estimate(image, groups=scheme, tta=tta, distribution=distribution)
+        answer = respond(estimator, image, faces)
+        del image  # freed before the memory is handed back
+        if large:
+            return_free_memory()
         return answer
 
-    return await anyio.to_thread.run_sync(run, limiter=request.app.state.slots)
+    if not large:
+        return await anyio.to_thread.run_sync(run, limiter=request.app.state.slots)
+    async with request.app.state.large_lane:
+        return await anyio.to_thread.run_sync(run, limiter=request.app.state.slots)
 
 
 def _response(

@@ -3,7 +3,9 @@
 A 40-megapixel upload costs about 0.4 GB while it is decoded and estimated. Several at
 once multiply that, and glibc keeps freed memory in its arenas, so a burst of them left
 the server holding over a gigabyte while idle. Photos over ``LARGE_PIXELS`` therefore
-wait for each other, and after each one the allocator is asked to return free pages.
+wait for each other (the app queues them before they take an estimation slot, so that
+waiting large photos never hold the slots ordinary ones need), and after each one the
+allocator is asked to return free pages.
 """
 
 from __future__ import annotations
@@ -12,16 +14,13 @@ import ctypes
 import ctypes.util
 import functools
 import io
-import threading
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 from PIL import Image
 
 #: Above this, a photo is decoded and estimated alone (12 MP: a typical phone photo).
 LARGE_PIXELS = 12_000_000
-_one_large_photo = threading.BoundedSemaphore(1)
 
 
 def pixel_count(data: bytes) -> int:
@@ -36,20 +35,13 @@ def pixel_count(data: bytes) -> int:
     return width * height
 
 
-@contextmanager
-def large_photo_guard(data: bytes) -> Iterator[None]:
-    """Run the block alone if ``data`` is a large photo, then give its memory back."""
-    if pixel_count(data) < LARGE_PIXELS:
-        yield
-        return
-    with _one_large_photo:
-        try:
-            yield
-        finally:
-            _return_free_memory()
+def is_large(data: bytes) -> bool:
+    """Whether the encoded photo's header says it has ``LARGE_PIXELS`` or more."""
+    return pixel_count(data) >= LARGE_PIXELS
 
 
-def _return_free_memory() -> None:
+def return_free_memory() -> None:
+    """Ask glibc to hand freed pages back to the system (no-op elsewhere)."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
