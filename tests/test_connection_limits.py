@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -97,18 +98,49 @@ class _FewPerClient(_QuickDeadline):
     per_client = 3
 
 
+class _FewInAll(_QuickDeadline):
+    max_connections = 4
+
+
+def _whole_answer(connection: socket.socket) -> bytes:
+    answer = b""
+    while chunk := connection.recv(4096):
+        answer += chunk
+    return answer
+
+
+def test_a_connection_over_the_cap_gets_a_json_503_and_others_go_on():
+    for port in _serve(_FewInAll):
+        held = [
+            socket.create_connection(
+                ("127.0.0.1", port), timeout=5, source_address=(f"127.0.0.{i}", 0)
+            )
+            for i in range(2, 6)
+        ]
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+                answer = _whole_answer(extra)
+            assert answer.startswith(b"HTTP/1.1 503")
+            assert b"application/json" in answer and b"connection: close" in answer
+            assert "try again" in json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+        finally:
+            for connection in held:
+                connection.close()
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as again:
+            again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert again.recv(100).startswith(b"HTTP/1.1 200")
+
+
 def test_one_client_cannot_hold_every_connection():
     for port in _serve(_FewPerClient):
         held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
         try:
             # A fourth connection from the same address is closed at once.
             with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
-                try:
-                    extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                    answer = extra.recv(100)
-                except (BrokenPipeError, ConnectionResetError):
-                    answer = b""
-                assert answer == b"", answer
+                answer = _whole_answer(extra)
+                assert answer.startswith(b"HTTP/1.1 503") and b"connection: close" in answer
+                assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
             # Another address is served as usual.
             with socket.create_connection(
                 ("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0)

@@ -481,3 +481,18 @@ def test_json_of_millions_of_small_values_is_refused_unparsed(client, shape):
     answer = client.post("/v1/estimate", content=body, headers={"content-type": "application/json"})
     assert answer.status_code == 422 and "JSON" in answer.json()["error"]
     assert time.perf_counter() - started < 1.5  # parsing it would take seconds
+
+
+def test_sizing_an_upload_tries_only_the_formats_agelens_takes():
+    import time
+
+    from agelens.server.memory import pixel_count
+
+    bodies = [
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%" + b"x" * 10_000_000,
+        b"P1\n#" + b"c" * 10_000_000 + b"\n1 1\n0",
+    ]
+    for body in bodies:
+        started = time.perf_counter()
+        assert pixel_count(body) == 0
+        assert time.perf_counter() - started < 0.5

@@ -128,6 +128,7 @@ def serve(
     )
     # Before the protocol is imported, which reads it (and for worker processes).
     os.environ["AGELENS_MAX_CONNECTIONS_PER_CLIENT"] = str(per_client)
+    os.environ["AGELENS_MAX_CONNECTIONS"] = str(max_connections)
     try:
         import uvicorn
 
@@ -154,7 +155,9 @@ def serve(
         # A cap on connections; idle keep-alive connections closed after 5 s, headers
         # that take over 10 s closed too; bodies that do not arrive in time are refused
         # by the app itself (408).
-        limit_concurrency=max_connections,
+        # The protocol refuses connections over the cap with a JSON 503; uvicorn's own
+        # limit (plain text) stays one above it, for concurrent tasks alone.
+        limit_concurrency=max_connections + 1,
         timeout_keep_alive=5,
         http=HeaderDeadlineProtocol,
     )

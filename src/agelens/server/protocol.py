@@ -7,7 +7,9 @@ time would hold a connection for ever (Slowloris). Here each request must finish
 headers within ``HEADER_TIMEOUT_S`` of the connection opening or of the previous response
 ending; a connection that misses it is closed. The body has its own deadline in the app.
 
-The server's cap on connections (``--max-connections``) is shared by every client: one
+The server's cap on connections (``--max-connections``) is kept here too, so that a
+connection over it gets a JSON 503 like every other error, not uvicorn's plain text. The
+cap is shared by every client: one
 client re-opening idle connections as the deadlines close them could hold every slot,
 and others would get 503. So one address may hold at most ``MAX_PER_CLIENT`` (by default
 a quarter of the cap); its next connection is closed at once. Behind a reverse proxy
@@ -18,6 +20,7 @@ and let the proxy limit clients.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections import Counter
@@ -31,6 +34,19 @@ HEADER_TIMEOUT_S = 10.0
 #: Connections one client address may hold open at once (0: no limit). Read from the
 #: environment, as ``agelens serve`` sets it: its workers are processes of their own.
 MAX_PER_CLIENT = int(os.environ.get("AGELENS_MAX_CONNECTIONS_PER_CLIENT", "16"))
+#: Connections this process holds open at once; more are refused (``--max-connections``).
+MAX_CONNECTIONS = int(os.environ.get("AGELENS_MAX_CONNECTIONS", "64"))
+
+
+def _refusal(message: str) -> bytes:
+    """A whole HTTP 503 answer, JSON as every other error, that closes the connection."""
+    body = json.dumps({"error": message}).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
 
 _log = logging.getLogger("agelens.server")
 
@@ -40,6 +56,7 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     header_timeout = HEADER_TIMEOUT_S
     per_client = MAX_PER_CLIENT
+    max_connections = MAX_CONNECTIONS
     _header_deadline: asyncio.TimerHandle | None = None
     _counted: str | None = None
     #: Open connections per client address, in this process.
@@ -49,14 +66,21 @@ class HeaderDeadlineProtocol(H11Protocol):
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else None
-        if self.per_client and address is not None:
-            if self._open[address] >= self.per_client:
-                _log.info("refused a connection: one client holds %d already", self.per_client)
-                transport.close()
-                return
-            self._open[address] += 1
-            self._counted = address
+        if self.max_connections and sum(self._open.values()) >= self.max_connections:
+            self._refuse(f"the server holds {self.max_connections} connections: try again")
+            return
+        if self.per_client and address is not None and self._open[address] >= self.per_client:
+            self._refuse(f"one address may hold {self.per_client} connections at once")
+            return
+        self._open[address or ""] += 1
+        self._counted = address or ""
         self._arm()
+
+    def _refuse(self, message: str) -> None:
+        """Answer 503 at once, in JSON, and close: the client knows why it was refused."""
+        _log.info("refused a connection: %s", message)
+        self.transport.write(_refusal(message))
+        self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
