@@ -155,3 +155,56 @@ def test_one_client_cannot_hold_every_connection():
         with socket.create_connection(("127.0.0.1", port), timeout=5) as again:
             again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             assert again.recv(100).startswith(b"HTTP/1.1 200")
+
+
+def _status_and_headers(connection: socket.socket) -> tuple[bytes, bytes]:
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    return head.split(b"\r\n", 1)[0], head
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"POST /v1/estimate HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: 99999999\r\n\r\nabc",
+        b"POST /v1/estimate HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+        b"Content-Length: 900000\r\n\r\nabc",
+        b"POST /v1/gate?over=nan HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: 900000\r\n\r\nabc",
+    ],
+    ids=["declared too large", "unsupported type", "bad query"],
+)
+def test_an_error_before_the_body_is_read_says_the_connection_closes(request_head):
+    from agelens.estimator import AgeEstimator
+    from agelens.server import ServerSettings, create_app
+
+    app = create_app(ServerSettings(), estimator=AgeEstimator())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", http=HeaderDeadlineProtocol
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(request_head)
+            status, head = _status_and_headers(client)
+            assert status.split()[1].startswith(b"4") and b"connection: close" in head, head
+            client.settimeout(10)
+            rest = b""
+            while chunk := client.recv(65536):  # the server closes: recv ends, not hangs
+                rest += chunk
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

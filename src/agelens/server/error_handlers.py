@@ -34,7 +34,10 @@ IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {
 def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UploadError)
     async def upload_error(_: Request, error: UploadError) -> StrictJSONResponse:
-        return StrictJSONResponse({"error": error.message}, status_code=error.status)
+        headers = {"connection": "close"} if error.body_unread else None
+        return StrictJSONResponse(
+            {"error": error.message}, status_code=error.status, headers=headers
+        )
 
     @app.exception_handler(ImageError)
     async def image_error(_: Request, error: ImageError) -> StrictJSONResponse:
@@ -47,11 +50,16 @@ def add_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> StrictJSONResponse:
+    async def invalid_request(
+        request: Request, error: RequestValidationError
+    ) -> StrictJSONResponse:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in issue['loc'])}: {issue['msg']}" for issue in error.errors()
         )
-        return StrictJSONResponse({"error": problems}, status_code=422)
+        # Query parameters are checked before an upload's body is read: the connection
+        # cannot carry another request after it, and the answer says so.
+        headers = {"connection": "close"} if request.method == "POST" else None
+        return StrictJSONResponse({"error": problems}, status_code=422, headers=headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> StrictJSONResponse:

@@ -37,10 +37,13 @@ BODY_TIMEOUT_S = 30.0
 class UploadError(Exception):
     """A request the server refuses, with its HTTP status and a message for the client."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, body_unread: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        #: The answer comes before the body was read: the connection cannot carry another
+        #: request, so the answer says it closes.
+        self.body_unread = body_unread
 
 
 async def read_image_bytes(request: Request, limit: int, timeout: float = BODY_TIMEOUT_S) -> bytes:
@@ -49,7 +52,9 @@ async def read_image_bytes(request: Request, limit: int, timeout: float = BODY_T
         with anyio.fail_after(timeout):
             return await _read_image_bytes(request, limit)
     except TimeoutError as error:
-        raise UploadError(408, f"the body did not arrive within {timeout:g} s") from error
+        raise UploadError(
+            408, f"the body did not arrive within {timeout:g} s", body_unread=True
+        ) from error
     except ClientDisconnect as error:
         # Routine on phones and flaky networks: one line, not a traceback.
         log.info("the client closed the connection before its upload arrived")
@@ -60,10 +65,12 @@ async def _read_image_bytes(request: Request, limit: int) -> bytes:
     media_type, options = parse_options_header(request.headers.get("content-type", ""))
     if media_type == b"multipart/form-data":
         if b"boundary" not in options:
-            raise UploadError(422, "multipart body without a boundary")
+            raise UploadError(422, "multipart body without a boundary", body_unread=True)
         if not 1 <= len(options[b"boundary"]) <= MAX_BOUNDARY:
             raise UploadError(
-                422, f"the multipart boundary must be 1-{MAX_BOUNDARY} characters (RFC 2046)"
+                422,
+                f"the multipart boundary must be 1-{MAX_BOUNDARY} characters (RFC 2046)",
+                body_unread=True,
             )
         body = await _read_body(request, limit + _FORM_SLACK, limit)
         # A body of many tiny parts takes seconds to parse: off the event loop.
@@ -92,6 +99,7 @@ async def _read_image_bytes(request: Request, limit: int) -> bytes:
             415,
             f"unsupported content type {media_type.decode(errors='replace')!r}: send "
             "multipart/form-data with a 'file' field, JSON with 'image_base64', or the image",
+            body_unread=True,
         )
     if len(data) > limit:
         raise UploadError(413, _too_large(limit))
@@ -101,12 +109,12 @@ async def _read_image_bytes(request: Request, limit: int) -> bytes:
 async def _read_body(request: Request, cap: int, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise UploadError(413, _too_large(limit))
+        raise UploadError(413, _too_large(limit), body_unread=True)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > cap:
-            raise UploadError(413, _too_large(limit))
+            raise UploadError(413, _too_large(limit), body_unread=True)
         chunks.append(chunk)
     return b"".join(chunks)
 
