@@ -496,3 +496,14 @@ def test_sizing_an_upload_tries_only_the_formats_agelens_takes():
         started = time.perf_counter()
         assert pixel_count(body) == 0
         assert time.perf_counter() - started < 0.5
+
+
+def test_malformed_forms_leave_no_lines_in_the_log(client, caplog):
+    caplog.set_level(logging.DEBUG)
+    for body in (b"--abc\r\nbroken", b"--abc\r\n\r\n\r\n--abc--x" * 50, b"garbage" * 100):
+        client.post(
+            "/v1/estimate",
+            content=body,
+            headers={"content-type": "multipart/form-data; boundary=abc"},
+        )
+    assert not [r for r in caplog.records if r.name.startswith("python_multipart")]

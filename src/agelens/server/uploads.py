@@ -19,6 +19,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("agelens.server")
+# The parser logs a warning for each malformed body, so a client could fill the log; the
+# client's 422 already says what was wrong.
+logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
 
 #: Room for multipart boundaries and part headers, or base64's 4/3 growth plus JSON.
 _FORM_SLACK = 64 * 1024
