@@ -64,6 +64,19 @@ def place_labels(
 
 def annotate(image: RGBImage, faces: list[Face]) -> Image.Image:
     """A copy of ``image`` with every face boxed and labelled; sizes scale with the image."""
+    wordings = [
+        [wording(face, number) for wording in _WORDINGS] for number, face in enumerate(faces, 1)
+    ]
+    return draw_labels(image, [face.box for face in faces], wordings)
+
+
+def draw_labels(
+    image: RGBImage,
+    boxes: Sequence[tuple[float, float, float, float]],
+    wordings: Sequence[Sequence[str]],
+) -> Image.Image:
+    """A copy of ``image`` with each box drawn and labelled by the first of its wordings
+    (longest first) that lets every label find a place; see :func:`place_labels`."""
     canvas = Image.fromarray(np.asarray(image)).copy()
     draw = ImageDraw.Draw(canvas)
     short_side = min(canvas.size)
@@ -72,11 +85,10 @@ def annotate(image: RGBImage, faces: list[Face]) -> Image.Image:
     pad = max(2, line)
     _, top, _, bottom = draw.textbbox((0, 0), "#0 80+ (0-80+)", font=font)
     height = bottom - top + 2 * pad
-    boxes = [face.box for face in faces]
     texts: list[str] = []
     spots: list[Spot | None] = []
-    for wording in _WORDINGS:
-        texts = [wording(face, number) for number, face in enumerate(faces, 1)]
+    for choice in range(max((len(w) for w in wordings), default=0)):
+        texts = [w[min(choice, len(w) - 1)] for w in wordings]
         widths = [draw.textlength(text, font=font) + 2 * pad for text in texts]
         spots = place_labels(boxes, widths, height, canvas.size)
         if all(spot is not None for spot in spots):

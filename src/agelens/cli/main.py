@@ -27,6 +27,7 @@ from agelens.cli.evaluate import evaluate
 from agelens.cli.help_format import HELP_OPTIONS, TidyCommand, TidyGroup
 from agelens.cli.predict import predict
 from agelens.cli.train import eda, train
+from agelens.cli.video import video
 from agelens.models.bundles import DEFAULT_BUNDLE, describe_builtin_bundles
 
 #: The largest upload limit ``serve`` accepts: far above any photo.
@@ -172,5 +173,5 @@ def _log_config() -> dict[str, Any]:
     return config
 
 
-for command in (predict, gate, verify, models, evaluate, serve, eda, train, calibrate):
+for command in (predict, gate, verify, video, models, evaluate, serve, eda, train, calibrate):
     app.command(cls=TidyCommand, context_settings=HELP_OPTIONS)(command)

@@ -1,0 +1,243 @@
+"""``agelens video``: faces tracked through a clip or a stream, one steady age per person."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TextIO
+
+import typer
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from agelens import strict_json
+from agelens.annotate import draw_labels
+from agelens.cli.common import (
+    GroupsOption,
+    JsonOption,
+    ModelOption,
+    PrecisionOption,
+    err,
+    fail,
+    make_estimator,
+    out,
+    shown,
+)
+from agelens.decisions.gate import GatePolicy
+from agelens.errors import AgeLensError
+from agelens.models.bundles import DEFAULT_BUNDLE
+from agelens.video import AgeTracker, TrackedFace, TrackSummary, VideoError, read_frames
+from agelens.video.frames import Frame
+
+#: The columns of ``agelens video --csv``: one row per person.
+CSV_COLUMNS = [
+    "track", "first_frame", "last_frame", "frames", "age", "interval_low", "interval_high",
+    "label", "group", "group_probability", "decision",
+]  # fmt: skip
+
+
+def video(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="SRC",
+            help="A video file (mp4, mov, webm, mkv, avi, GIF), an http(s)/rtsp URL, or - "
+            "for standard input.",
+        ),
+    ],
+    model: ModelOption = DEFAULT_BUNDLE,
+    groups: GroupsOption = "imfdb",
+    over: Annotated[
+        float | None, typer.Option(help="Give each person the age gate's answer for this age.")
+    ] = None,
+    buffer: Annotated[
+        float | None,
+        typer.Option(help="With --over: the gate's buffer (default: the model's policy)."),
+    ] = None,
+    every: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Estimate ages on every Nth frame; faces are tracked on every frame."
+        ),
+    ] = 1,
+    as_json: JsonOption = False,
+    frames_file: Annotated[
+        Path | None,
+        typer.Option("--frames", help="Write one JSON line per face per frame to this file."),
+    ] = None,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Also write one row per person to this file.")
+    ] = None,
+    annotated: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the video with boxes, tracks and ages drawn (.mp4)."),
+    ] = None,
+    precision: PrecisionOption = None,
+) -> None:
+    """Track every face through a video and give one steady age per person.
+
+    Each person's age pools the frames of their face, weighted by how well each can be
+    judged; it settles within a couple of seconds and then stays put. Its 90% interval
+    narrows only as far as the frames are really different views (docs/video.md).
+
+    At the end, a table (or with --json one JSON object per person per line).
+    """
+    if buffer is not None and over is None:
+        raise fail("--buffer needs --over", 2)
+    estimator = make_estimator(model, groups, None, precision)
+    policy: GatePolicy | None = None
+    if over is not None:
+        try:
+            policy = estimator.gate_policy(over, buffer)
+        except ValueError as error:
+            raise fail(str(error), 2) from error
+    tracker = AgeTracker(estimator, every=every, policy=policy)
+    try:
+        with ExitStack() as stack:
+            lines = stack.enter_context(_text_file(frames_file)) if frames_file else None
+            writer = stack.enter_context(_VideoWriter.open(annotated)) if annotated else None
+            progress = stack.enter_context(_progress())
+            task = progress.add_task("Frames", total=None)
+            for frame in read_frames(sys.stdin.buffer if source == "-" else source):
+                faces = tracker.update(frame)
+                if lines is not None:
+                    lines.writelines(strict_json.dumps(f.to_dict()) + "\n" for f in faces)
+                if writer is not None:
+                    writer.write(frame, faces)
+                progress.advance(task)
+    except VideoError as error:
+        raise fail(str(error)) from error
+    except AgeLensError as error:
+        raise fail(str(error)) from error
+    people = tracker.finish()
+    if csv_path is not None:
+        _write_csv(csv_path, people)
+    if as_json:
+        for person in people:
+            sys.stdout.write(strict_json.dumps(person.to_dict()) + "\n")
+    else:
+        _print_people(people, source)
+
+
+class _FramesPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.completed:.0f} frames, {task.speed or 0:.1f} fps")
+
+
+def _progress() -> Progress:
+    """A bar with frames done and frames a second (a stream's length is not known)."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        _FramesPerSecond(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
+@contextmanager
+def _text_file(path: Path) -> Iterator[TextIO]:
+    try:
+        handle = path.open("w", encoding="utf-8")
+    except OSError as error:
+        raise fail(f"{path}: cannot write ({error.strerror})", 2) from error
+    with handle:
+        yield handle
+
+
+class _VideoWriter:
+    """The annotated video: each frame with its faces' boxes, tracks and steady ages."""
+
+    def __init__(self, container: Any) -> None:
+        self.container = container
+        self.stream: Any = None
+
+    @classmethod
+    @contextmanager
+    def open(cls, path: Path) -> Iterator[_VideoWriter]:
+        import av
+
+        try:
+            container = av.open(str(path), "w")
+        except (av.FFmpegError, OSError) as error:
+            raise fail(f"--out {path}: cannot write ({error})", 2) from error
+        writer = cls(container)
+        try:
+            yield writer
+        finally:
+            if writer.stream is not None:
+                writer.container.mux(writer.stream.encode())
+            container.close()
+
+    def write(self, frame: Frame, faces: list[TrackedFace]) -> None:
+        import av
+
+        height, width = frame.image.shape[:2]
+        if self.stream is None:
+            self.stream = self.container.add_stream("mpeg4", rate=round(frame.rate) or 25)
+            self.stream.width, self.stream.height = width - width % 2, height - height % 2
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.bit_rate = 4_000_000
+        wordings = [_wordings(face) for face in faces]
+        picture = draw_labels(frame.image, [face.box for face in faces], wordings)
+        picture = picture.crop((0, 0, self.stream.width, self.stream.height))
+        encoded = av.VideoFrame.from_image(picture)
+        self.container.mux(self.stream.encode(encoded))
+
+
+def _wordings(face: TrackedFace) -> list[str]:
+    if face.age is None or face.interval is None:
+        return [f"#{face.track}"]
+    low, high = face.interval
+    return [
+        f"#{face.track} {face.age:.0f} ({low:.0f}-{high:.0f})",
+        f"#{face.track} {face.age:.0f}",
+        f"#{face.track}",
+    ]
+
+
+def _write_csv(path: Path, people: list[TrackSummary]) -> None:
+    try:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, CSV_COLUMNS)
+            writer.writeheader()
+            for person in people:
+                record = person.to_dict()
+                interval = record.pop("interval") or [None, None]
+                group = record.pop("group") or {}
+                writer.writerow(
+                    {
+                        **record,
+                        "interval_low": interval[0],
+                        "interval_high": interval[1],
+                        "group": group.get("label"),
+                        "group_probability": group.get("probability"),
+                    }
+                )
+    except OSError as error:
+        raise fail(f"--csv {path}: cannot write ({error.strerror})", 2) from error
+
+
+def _print_people(people: list[TrackSummary], source: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=shown(source), title_justify="left")
+    for column in ("person", "frames", "age (90% interval)", "group", "decision"):
+        table.add_column(column)
+    for person in people:
+        group = person.group or {}
+        table.add_row(
+            f"#{person.track}",
+            f"{person.first_frame}-{person.last_frame} ({person.frames})",
+            person.label or "-",
+            f"{group['label']} {group['probability']:.0%}" if group else "-",
+            person.decision or "-",
+        )
+    out.print(table)
+    if not people:
+        out.print("no face found in the video")

@@ -1,0 +1,141 @@
+"""``agelens video`` and the tracker on clips made from still photos, whose truth is known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+av = pytest.importorskip("av")
+
+from agelens.cli.main import app  # noqa: E402
+from agelens.estimator import AgeEstimator  # noqa: E402
+from agelens.video import AgeTracker, VideoError, read_frames  # noqa: E402
+from tools.make_test_clip import make_clip, sample_faces  # noqa: E402
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> tuple[Path, list[list[dict]]]:
+    """Three people for 3 s at 25 fps: two cross, one walks out and comes back."""
+    path = tmp_path_factory.mktemp("clips") / "people.mp4"
+    truth = make_clip(path, sample_faces(), seconds=3, size=(480, 270), fps=25)
+    return path, truth
+
+
+def _centre_inside(box: list[float], truth_box: list[float]) -> bool:
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return truth_box[0] <= cx <= truth_box[2] and truth_box[1] <= cy <= truth_box[3]
+
+
+def test_each_person_keeps_one_track_and_one_steady_age(clip, tmp_path: Path):
+    path, truth = clip
+    frames_file, table = tmp_path / "frames.jsonl", tmp_path / "people.csv"
+    arguments = ["video", str(path), "--json", "--frames", str(frames_file), "--csv", str(table)]
+    result = runner.invoke(app, [*arguments, "--over", "18", "--out", str(tmp_path / "a.mp4")])
+    assert result.exit_code == 0, result.output
+    people = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(people) == 3
+    assert set(people[0]) == {
+        "track", "first_frame", "last_frame", "frames", "age", "interval", "label", "group",
+        "decision",
+    }  # fmt: skip
+    rows = [json.loads(line) for line in frames_file.read_text().splitlines()]
+    assert set(rows[0]) == {"frame", "time", "track", "box", "age", "interval", "frame_age"}
+    # Each true person: the share of their visible frames held by their most common track.
+    for person in (1, 2, 3):
+        tracks = []
+        for index, boxes in enumerate(truth):
+            for true in boxes:
+                if true["person"] == person:
+                    tracks += [
+                        r["track"]
+                        for r in rows
+                        if r["frame"] == index and _centre_inside(r["box"], true["box"])
+                    ]
+        assert tracks, person
+        kept = max(tracks.count(t) for t in set(tracks)) / len(tracks)
+        assert kept >= 0.8, (person, kept)
+    # The shown age settles: after the first second it moves little from frame to frame,
+    # far less than each frame's own estimate.
+    for track in {r["track"] for r in rows}:
+        mine = [r for r in rows if r["track"] == track and r["time"] >= 1.0]
+        shown = np.array([r["age"] for r in mine])
+        own = np.array([r["frame_age"] for r in mine])
+        if len(shown) > 5:
+            assert np.abs(np.diff(shown)).mean() < 0.3
+            assert np.abs(np.diff(shown)).mean() < np.abs(np.diff(own)).mean()
+    assert len(table.read_text().splitlines()) == 4
+    annotated = av.open(str(tmp_path / "a.mp4"))
+    assert annotated.streams.video[0].frames == len(truth)
+
+
+def test_the_interval_narrows_only_as_far_as_frames_are_different_views(clip):
+    path, _ = clip
+    estimator = AgeEstimator()
+    tracker = AgeTracker(estimator)
+    widths: dict[int, list[float]] = {}
+    for frame in read_frames(str(path)):
+        for face in tracker.update(frame):
+            low, high = face.interval
+            widths.setdefault(face.track, []).append(high - low)
+    for series in widths.values():
+        # Never below sqrt(shared share) of the first frame's, however many frames.
+        assert min(series) >= 0.85 * series[0] * 0.9
+
+
+def test_every_nth_frame_tracks_on_every_frame(clip):
+    path, _ = clip
+    result = runner.invoke(app, ["video", str(path), "--json", "--every", "5"])
+    assert result.exit_code == 0, result.output
+    people = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(people) == 3 and all(p["age"] is not None for p in people)
+
+
+def _cut(path: Path, out: Path) -> Path:
+    out.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
+    return out
+
+
+def _audio_only(out: Path) -> Path:
+    with av.open(str(out), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 800), dtype=np.int16), format="s16", layout="mono"
+        )
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda clip, tmp: (tmp / "notes.mp4").write_text("not a video") and tmp / "notes.mp4",
+         "not a video"),
+        (lambda clip, tmp: _audio_only(tmp / "sound.wav"), "no video stream"),
+        (lambda clip, tmp: _cut(clip, tmp / "cut.mp4"), ""),
+        (lambda clip, tmp: tmp / "missing.mp4", "no such file"),
+    ],
+    ids=["text", "audio only", "truncated", "missing"],
+)  # fmt: skip
+def test_a_bad_video_gets_a_clear_error_and_a_non_zero_exit(clip, tmp_path, make, words):
+    path = make(clip[0], tmp_path)
+    result = runner.invoke(app, ["video", str(path), "--json"])
+    assert result.exit_code != 0 or "cut or corrupt" in result.output
+    assert "Traceback" not in result.output and words in " ".join(result.output.split())
+
+
+def test_frames_too_large_are_refused(clip):
+    with pytest.raises(VideoError, match="over the limit"):
+        next(read_frames(str(clip[0]), max_pixels=1000))
+
+
+def test_bad_options_are_usage_errors(clip):
+    assert runner.invoke(app, ["video", str(clip[0]), "--every", "0"]).exit_code == 2
+    assert runner.invoke(app, ["video", str(clip[0]), "--buffer", "7"]).exit_code == 2

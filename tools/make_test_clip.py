@@ -1,0 +1,136 @@
+"""Test clips whose truth is known: still photos of faces moved across a frame.
+
+Each person is a face cut from a still photo, pasted on a plain background and moved
+along a path: two walk towards each other and cross (the one in front hides the other
+for a moment), one walks out of the frame and comes back. The light changes slowly and
+the clip is compressed (MPEG-4 Part 2). Every frame's true box per person is written
+beside the clip, so identity switches can be counted.
+
+    python tools/make_test_clip.py --out clip.mp4 --seconds 10 --size 960x540 --fps 25
+
+Tests make small clips with :func:`make_clip`; the benchmark makes longer ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+
+@dataclass(frozen=True)
+class Person:
+    """A face and its path: positions (centre x, y as shares of the frame) at times 0-1."""
+
+    face: Image.Image
+    path: Sequence[tuple[float, float, float]]  # (time share, x share, y share)
+    side: float  # face side as a share of the frame's height
+
+
+def position(person: Person, share: float) -> tuple[float, float] | None:
+    """Where the person's face is at ``share`` of the clip; None while out of the frame."""
+    points = person.path
+    for (t0, x0, y0), (t1, x1, y1) in itertools.pairwise(points):
+        if t0 <= share <= t1:
+            k = (share - t0) / (t1 - t0) if t1 > t0 else 0.0
+            x, y = x0 + k * (x1 - x0), y0 + k * (y1 - y0)
+            return None if x < -0.5 or x > 1.5 else (x, y)
+    return None
+
+
+def default_people(faces: Sequence[Image.Image]) -> list[Person]:
+    """Three people: two crossing at the same height, one leaving and coming back."""
+    a, b, c = (faces[i % len(faces)] for i in range(3))
+    return [
+        Person(a, [(0.0, 0.15, 0.35), (1.0, 0.85, 0.35)], 0.34),
+        Person(b, [(0.0, 0.85, 0.38), (1.0, 0.15, 0.38)], 0.32),
+        Person(
+            c,
+            [
+                (0.0, 0.5, 0.78),
+                (0.3, 1.3, 0.78),
+                (0.5, 1.3, 0.78),
+                (0.8, 0.6, 0.78),
+                (1.0, 0.6, 0.78),
+            ],
+            0.28,
+        ),
+    ]
+
+
+def make_clip(
+    out: Path,
+    faces: Sequence[Image.Image],
+    *,
+    seconds: float = 4.0,
+    size: tuple[int, int] = (640, 360),
+    fps: int = 25,
+    people: list[Person] | None = None,
+) -> list[list[dict]]:
+    """Write the clip; returns, per frame, each visible person's number and true box."""
+    import av
+
+    people = people or default_people(faces)
+    width, height = size
+    count = round(seconds * fps)
+    truth: list[list[dict]] = []
+    with av.open(str(out), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = 1_500_000
+        for index in range(count):
+            share = index / max(count - 1, 1)
+            canvas = Image.new("RGB", size, (118, 128, 140))
+            boxes = []
+            for number, person in enumerate(people, 1):
+                where = position(person, share)
+                if where is None:
+                    continue
+                side = round(person.side * height)
+                x, y = where[0] * width - side / 2, where[1] * height - side / 2
+                canvas.paste(person.face.resize((side, side)), (round(x), round(y)))
+                boxes.append({"person": number, "box": [x, y, x + side, y + side]})
+            light = 1.0 + 0.25 * math.sin(2 * math.pi * share)  # the light changes slowly
+            canvas = ImageEnhance.Brightness(canvas).enhance(light)
+            frame = av.VideoFrame.from_ndarray(np.asarray(canvas), format="rgb24")
+            container.mux(stream.encode(frame))
+            truth.append(boxes)
+        container.mux(stream.encode())
+    return truth
+
+
+def sample_faces() -> list[Image.Image]:
+    """Faces from photos that installed packages ship: scikit-image's astronaut, and
+    matplotlib's Grace Hopper; the third is the astronaut mirrored."""
+    import matplotlib.cbook
+    from skimage import data
+
+    astronaut = Image.fromarray(data.astronaut()).crop((150, 30, 330, 210))
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        hopper = Image.open(handle).convert("RGB").crop((90, 60, 430, 400))
+    return [astronaut, hopper, astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--size", default="960x540")
+    parser.add_argument("--fps", type=int, default=25)
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    truth = make_clip(
+        args.out, sample_faces(), seconds=args.seconds, size=(width, height), fps=args.fps
+    )
+    args.out.with_suffix(".truth.json").write_text(json.dumps(truth) + "\n")
+
+
+if __name__ == "__main__":
+    main()
