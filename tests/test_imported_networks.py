@@ -376,7 +376,7 @@ def test_a_job_on_two_datasets_trains_on_ages_and_groups(face_dataset, tmp_path,
         show_progress=False,
     )
     assert (out / "split.json").is_file() and (out / "split-2.json").is_file()
-    assert manifest["training"]["more_data"] == ["folder:classes"]
+    assert [d["spec"] for d in manifest["training"]["more_data"]] == [f"folder:{classes}"]
     assert "accuracy" in manifest["metrics"]["val"] and "mae" in manifest["metrics"]["val"]
     (face,) = AgeEstimator(str(out)).estimate(astronaut)
     assert 0 <= face.age <= 100
