@@ -298,3 +298,42 @@ def test_page_is_self_contained_and_documented(client):
     body = schema["paths"]["/v1/estimate"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)
     assert {"413", "415", "422"} <= set(schema["paths"]["/v1/gate"]["post"]["responses"])
+
+
+def test_a_camera_session_keeps_each_persons_track_across_frames(client, astronaut):
+    frames = []
+    for shift in (0, 6, 12, 18):
+        moved = np.roll(astronaut, shift, axis=1)
+        frames.append(encode(Image.fromarray(moved), quality=90))
+    answers = [
+        client.post(
+            "/v1/stream",
+            params={"session": "camera-test-1", "over": 18},
+            content=frame,
+            headers={"content-type": "image/jpeg"},
+        ).json()
+        for frame in frames
+    ]
+    assert [a["frame"] for a in answers] == [0, 1, 2, 3]
+    assert {face["track"] for a in answers for face in a["faces"]} == {1}
+    last = answers[-1]["faces"][0]
+    assert last["age"] is not None and last["decision"] in ("pass", "refer")
+    # Another session starts its own tracks.
+    other = client.post(
+        "/v1/stream",
+        params={"session": "camera-test-2"},
+        content=frames[0],
+        headers={"content-type": "image/jpeg"},
+    ).json()
+    assert other["frame"] == 0 and "decision" not in other["faces"][0]
+
+
+@pytest.mark.parametrize("session", ["short", "has space in it", "x" * 65, "../../etc"])
+def test_a_bad_session_id_is_refused(client, astronaut_jpeg, session):
+    answer = client.post(
+        "/v1/stream",
+        params={"session": session},
+        content=astronaut_jpeg,
+        headers={"content-type": "image/jpeg"},
+    )
+    assert answer.status_code == 422 and "session" in answer.json()["error"]

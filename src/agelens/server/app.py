@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -38,9 +39,11 @@ from agelens.server.error_handlers import add_error_handlers
 from agelens.server.headers import SecurityHeaders
 from agelens.server.json_response import StrictJSONResponse
 from agelens.server.memory import is_large, return_free_memory
-from agelens.server.schemas import EstimateOut, GateOut, VerifyOut
+from agelens.server.schemas import EstimateOut, GateOut, StreamOut, VerifyOut
 from agelens.server.settings import ServerSettings
+from agelens.server.streams import Sessions
 from agelens.server.uploads import UploadError, read_image_bytes
+from agelens.video.frames import Frame
 
 log = logging.getLogger("agelens.server")
 WEB = files("agelens.server") / "web"
@@ -101,6 +104,7 @@ def create_app(
         app.state.slots = anyio.CapacityLimiter(settings.inference_slots)
         # Large photos one at a time, queued here before they take a slot.
         app.state.large_lane = anyio.Lock()
+        app.state.sessions = Sessions(app.state.estimator)
         yield
 
     app = FastAPI(
@@ -225,6 +229,53 @@ def create_app(
         return await _estimate_upload(
             request, settings.max_upload_bytes, groups, None, True, respond
         )
+
+    @app.post("/v1/stream", response_model=StreamOut, **upload_route)
+    async def stream(
+        request: Request,
+        session: Annotated[
+            str,
+            Query(
+                pattern=r"^[A-Za-z0-9_-]{8,64}$",
+                description="the camera session's id, chosen by the client (8-64 letters, "
+                "digits, - or _); frames of one session share their face tracks",
+            ),
+        ],
+        over: Annotated[
+            float | None,
+            Query(ge=MIN_OVER, le=MAX_OVER, description="give each person the gate's answer"),
+        ] = None,
+        buffer: Annotated[
+            float | None, Query(ge=0, le=MAX_BUFFER, description="the gate's buffer")
+        ] = None,
+    ) -> dict[str, Any]:
+        """One camera frame of a session: its faces, each with its person's track and
+        steady age (pooled over the session's frames). Nothing of the frame is kept."""
+        data = await read_image_bytes(request, settings.max_upload_bytes)
+        estimator: AgeEstimator = request.app.state.estimator
+        policy = None if over is None else estimator.gate_policy(over, buffer)
+        current = request.app.state.sessions.get(session)
+
+        def run() -> dict[str, Any]:
+            image = load_image(data, max_pixels=estimator.max_pixels, still_only=True)
+            with current.lock:
+                frame = Frame(current.frames, time.monotonic() - current.started, image)
+                current.frames += 1
+                faces = current.tracker.update(frame)
+                decisions = [
+                    None if policy is None else current.tracker.decision(f.track, policy)
+                    for f in faces
+                ]
+            return {
+                "width": int(image.shape[1]),
+                "height": int(image.shape[0]),
+                "frame": frame.index,
+                "faces": [
+                    {**f.to_dict(), "decision": d} for f, d in zip(faces, decisions, strict=True)
+                ],
+            }
+
+        return await anyio.to_thread.run_sync(run, limiter=request.app.state.slots)
 
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:

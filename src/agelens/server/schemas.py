@@ -91,5 +91,23 @@ class VerifyOut(EstimateOut):
     reasons: list[str] = Field(description="why the answer is refer, unlikely or no_face")
 
 
+class StreamFaceOut(BaseModel):
+    frame: int
+    time: float = Field(description="seconds since the session's first frame")
+    track: int = Field(description="the person's number in this session")
+    box: list[float]
+    age: float | None = Field(description="the person's steady age, pooled over frames")
+    interval: list[float] | None = Field(description="its 90% interval")
+    frame_age: float | None = Field(description="this frame's own estimate")
+    decision: str | None = Field(default=None, description="with over: pass or refer")
+
+
+class StreamOut(BaseModel):
+    width: int
+    height: int
+    frame: int = Field(description="the frame's number in its session, from 0")
+    faces: list[StreamFaceOut]
+
+
 class ErrorOut(BaseModel):
     error: str

@@ -130,6 +130,15 @@ class AgeTracker:
             )
         return shown
 
+    def decision(self, track: int, policy: GatePolicy) -> str | None:
+        """The gate's answer for a person so far: their steady age and interval, and
+        their best-judged face for the quality check; None before any estimate."""
+        steady, best = self.ages.get(track), self.best_face.get(track)
+        if steady is None or best is None:
+            return None
+        age, interval = steady.summary()[:2]
+        return policy.decide(replace(best, age=age, interval=interval)).value
+
     def finish(self) -> list[TrackSummary]:
         """Every person of the video, in the order their tracks started."""
         self.finished += [self._summary(track) for track in self.tracker.finish()]
@@ -145,13 +154,12 @@ class AgeTracker:
 
     def _summary(self, track: Track) -> TrackSummary:
         first, last, frames = self.seen.pop(track.number)
+        decision = None if self.policy is None else self.decision(track.number, self.policy)
         steady = self.ages.pop(track.number, None)
         best = self.best_face.pop(track.number, None)
         if steady is None or best is None:
             return TrackSummary(track.number, first, last, frames, None, None, None, None)
         age, interval, group, probability = steady.summary()
-        person = replace(best, age=age, interval=interval)
-        decision = None if self.policy is None else self.policy.decide(person).value
         return TrackSummary(
             track.number,
             first,
@@ -159,7 +167,7 @@ class AgeTracker:
             frames,
             age,
             interval,
-            person.label,
+            replace(best, age=age, interval=interval).label,
             {"label": group, "probability": round(probability, 4)},
             decision,
         )
