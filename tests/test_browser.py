@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -231,3 +232,61 @@ def test_an_evaluation_report_reads_at_phone_width(browser, astronaut, grace_hop
         assert "0.9886" not in cells and any(cell.endswith("%") for cell in cells)
     finally:
         phone.close()
+
+
+def _y4m_clip(path: Path) -> Path:
+    """A 2 s clip of three people (two crossing) as the raw video Chromium's fake
+    camera plays."""
+    av = pytest.importorskip("av")
+    from tools.make_test_clip import make_clip, sample_faces
+
+    source = path.with_suffix(".mp4")
+    make_clip(source, sample_faces(), seconds=2, size=(480, 270), fps=10)
+    with av.open(str(source)) as clip, av.open(str(path), "w", format="yuv4mpegpipe") as out:
+        stream = out.add_stream("rawvideo", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 480, 270, "yuv420p"
+        for frame in clip.decode(video=0):
+            out.mux(stream.encode(frame.reformat(format="yuv420p")))
+        out.mux(stream.encode())
+    return path
+
+
+def test_the_camera_mode_tracks_people_live_from_a_fake_camera(server_url, tmp_path):
+    clip = _y4m_clip(tmp_path / "camera.y4m")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                *CHROMIUM_ARGS,
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-video-capture={clip}",
+            ],
+        )
+        try:
+            tab = chromium.new_page()
+            tab.goto(server_url)
+            tab.click("#camera-start")
+            # People come back with their track and, once estimated, a steady age.
+            pattern = re.compile(r"#\d+ \d+ \(\d+-\d+\)")
+            deadline = time.monotonic() + 30
+            shown: list[str] = []
+            while time.monotonic() < deadline and not any(pattern.search(t) for t in shown):
+                shown = tab.eval_on_selector_all(
+                    ".camera-person", "els => els.map(e => e.textContent)"
+                )
+                time.sleep(0.2)
+            assert any(pattern.search(t) for t in shown), shown
+            assert tab.eval_on_selector_all("#camera-overlay rect", "r => r.length") >= 1
+            tab.click("#camera-stop")
+            assert tab.is_visible("#camera-start")
+        finally:
+            chromium.close()
+
+
+def test_the_page_says_when_the_camera_is_refused(page):
+    page.click("#camera-start")
+    page.wait_for_selector("#error:not([hidden])")
+    message = page.text_content("#error")
+    assert "camera" in message.lower() and ("refused" in message or "No camera" in message)
