@@ -139,3 +139,34 @@ def test_frames_too_large_are_refused(clip):
 def test_bad_options_are_usage_errors(clip):
     assert runner.invoke(app, ["video", str(clip[0]), "--every", "0"]).exit_code == 2
     assert runner.invoke(app, ["video", str(clip[0]), "--buffer", "7"]).exit_code == 2
+
+
+def test_the_api_takes_a_short_clip_and_answers_as_the_cli(clip, estimator):
+    from fastapi.testclient import TestClient
+
+    from agelens.server import ServerSettings, create_app
+
+    path, _ = clip
+    data = path.read_bytes()
+    with TestClient(create_app(ServerSettings(), estimator=estimator)) as client:
+        answer = client.post("/v1/video", files={"file": ("c.mp4", data, "video/mp4")})
+        assert answer.status_code == 200, answer.text
+        people = answer.json()["people"]
+        cli = runner.invoke(app, ["video", str(path), "--json"]).stdout.splitlines()
+        assert people == [json.loads(line) for line in cli]
+        raw = client.post("/v1/video", content=data, headers={"content-type": "video/mp4"})
+        assert raw.status_code == 200
+        bad = {
+            "text": (b"not a video at all", 415),
+            "cut": (data[: len(data) // 3], 415),
+        }
+        for name, (body, status) in bad.items():
+            answer = client.post("/v1/video", content=body, headers={"content-type": "video/mp4"})
+            assert answer.status_code == status, (name, answer.text)
+            assert answer.json()["error"]
+        assert client.get("/healthz").status_code == 200
+
+
+def test_the_python_api_iterates_a_video(clip, estimator):
+    frames = list(estimator.video(str(clip[0]), every=2))
+    assert len(frames) == len(clip[1]) and {f.track for faces in frames for f in faces} == {1, 2, 3}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from agelens.pipeline.faces import (
 from agelens.pipeline.images import DEFAULT_MAX_PIXELS, ImageSource, RGBImage, load_image
 from agelens.pipeline.network import AgeModel
 from agelens.pipeline.quality import measure_many
+
+if TYPE_CHECKING:  # the video extra is imported only when a video is read
+    from agelens.video import TrackedFace
 
 #: Boxes a caller may give for one image: each costs a landmark fit and a chip.
 MAX_BOXES = 256
@@ -233,6 +236,16 @@ class AgeEstimator:
                 )
             )
         return faces
+
+    def video(self, source: str, *, every: int = 1) -> Iterator[list[TrackedFace]]:
+        """Each frame's tracked faces, with each person's steady age, as ``agelens video``
+        tracks them (needs the ``video`` extra); :class:`~agelens.video.AgeTracker` gives
+        the people at the end, for a loop of your own."""
+        from agelens.video import AgeTracker, read_frames
+
+        tracker = AgeTracker(self, every=every)
+        for frame in read_frames(source):
+            yield tracker.update(frame)
 
     def gate(self, image: ImageSource, over: float = 18, buffer: float | None = None) -> GateResult:
         """Pass or refer the people in a photo; see :mod:`agelens.decisions.gate` for the policy.

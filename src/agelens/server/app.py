@@ -39,13 +39,19 @@ from agelens.server.error_handlers import add_error_handlers
 from agelens.server.headers import SecurityHeaders
 from agelens.server.json_response import StrictJSONResponse
 from agelens.server.memory import is_large, return_free_memory
-from agelens.server.schemas import EstimateOut, GateOut, StreamOut, VerifyOut
+from agelens.server.schemas import EstimateOut, GateOut, StreamOut, VerifyOut, VideoOut
 from agelens.server.settings import ServerSettings
 from agelens.server.streams import Sessions
 from agelens.server.uploads import UploadError, read_image_bytes
-from agelens.video.frames import Frame
+from agelens.video import AgeTracker
+from agelens.video.frames import Frame, VideoError, read_frames
 
 log = logging.getLogger("agelens.server")
+
+#: What ``POST /v1/video`` takes: a short clip, not a film.
+MAX_VIDEO_BYTES = 25 * 2**20
+MAX_VIDEO_SECONDS = 60.0
+MAX_VIDEO_PIXELS = 1920 * 1080
 WEB = files("agelens.server") / "web"
 
 UPLOAD_BODY = {
@@ -276,6 +282,40 @@ def create_app(
             }
 
         return await anyio.to_thread.run_sync(run, limiter=request.app.state.slots)
+
+    @app.post("/v1/video", response_model=VideoOut, **upload_route)
+    async def video(
+        request: Request,
+        over: Annotated[
+            float | None,
+            Query(ge=MIN_OVER, le=MAX_OVER, description="give each person the gate's answer"),
+        ] = None,
+        buffer: Annotated[
+            float | None, Query(ge=0, le=MAX_BUFFER, description="the gate's buffer")
+        ] = None,
+        every: Annotated[int, Query(ge=1, le=25, description="estimate every Nth frame")] = 1,
+    ) -> dict[str, Any]:
+        """A short clip (at most 25 MB, 60 s, 1920x1080): each person in it, tracked, with
+        one steady age, as ``agelens video --json`` gives them. Nothing of it is kept."""
+        data = await read_image_bytes(request, MAX_VIDEO_BYTES, media=b"video/")
+        estimator: AgeEstimator = request.app.state.estimator
+        policy = None if over is None else estimator.gate_policy(over, buffer)
+
+        def run() -> dict[str, Any]:
+            tracker = AgeTracker(estimator, every=every, policy=policy)
+            frames = 0
+            for frame in read_frames(io.BytesIO(data), max_pixels=MAX_VIDEO_PIXELS):
+                if frame.time > MAX_VIDEO_SECONDS:
+                    raise UploadError(413, f"the clip is longer than {MAX_VIDEO_SECONDS:g} s")
+                tracker.update(frame)
+                frames += 1
+            return {"frames": frames, "people": [p.to_dict() for p in tracker.finish()]}
+
+        try:
+            return await anyio.to_thread.run_sync(run, limiter=request.app.state.slots)
+        except VideoError as error:
+            status = {"too_large": 413, "empty": 422}.get(error.kind, 415)
+            raise UploadError(status, str(error).removeprefix("<stream>: ")) from error
 
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:

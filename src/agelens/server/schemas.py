@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -107,6 +109,23 @@ class StreamOut(BaseModel):
     height: int
     frame: int = Field(description="the frame's number in its session, from 0")
     faces: list[StreamFaceOut]
+
+
+class PersonOut(BaseModel):
+    track: int
+    first_frame: int
+    last_frame: int
+    frames: int = Field(description="frames the person's face was found in")
+    age: float | None = Field(description="the person's steady age, pooled over frames")
+    interval: list[float] | None
+    label: str | None
+    group: dict[str, Any] | None
+    decision: str | None = Field(default=None, description="with over: pass or refer")
+
+
+class VideoOut(BaseModel):
+    frames: int
+    people: list[PersonOut]
 
 
 class ErrorOut(BaseModel):

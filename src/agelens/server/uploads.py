@@ -49,11 +49,14 @@ class UploadError(Exception):
         self.body_unread = body_unread
 
 
-async def read_image_bytes(request: Request, limit: int, timeout: float = BODY_TIMEOUT_S) -> bytes:
-    """The uploaded image's bytes; raises :class:`UploadError` (400, 408, 413, 415 or 422)."""
+async def read_image_bytes(
+    request: Request, limit: int, timeout: float = BODY_TIMEOUT_S, *, media: bytes = b"image/"
+) -> bytes:
+    """The uploaded file's bytes; raises :class:`UploadError` (400, 408, 413, 415 or 422).
+    A raw body may have any content type under ``media`` (``video/`` for clips)."""
     try:
         with anyio.fail_after(timeout):
-            return await _read_image_bytes(request, limit)
+            return await _read_image_bytes(request, limit, media)
     except TimeoutError as error:
         raise UploadError(
             408, f"the body did not arrive within {timeout:g} s", body_unread=True
@@ -64,7 +67,7 @@ async def read_image_bytes(request: Request, limit: int, timeout: float = BODY_T
         raise UploadError(400, "the connection closed before the upload arrived") from error
 
 
-async def _read_image_bytes(request: Request, limit: int) -> bytes:
+async def _read_image_bytes(request: Request, limit: int, media: bytes) -> bytes:
     media_type, options = parse_options_header(request.headers.get("content-type", ""))
     if media_type == b"multipart/form-data":
         if b"boundary" not in options:
@@ -89,7 +92,7 @@ async def _read_image_bytes(request: Request, limit: int) -> bytes:
                 f"{MAX_JSON_CONTAINERS} objects or lists here)",
             )
         data = await anyio.to_thread.run_sync(_json_image, body)
-    elif media_type.startswith(b"image/") or media_type in (b"application/octet-stream", b""):
+    elif media_type.startswith(media) or media_type in (b"application/octet-stream", b""):
         data = await _read_body(request, limit, limit)
         if not data:
             raise UploadError(

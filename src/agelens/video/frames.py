@@ -27,7 +27,13 @@ STREAM_TIMEOUT_S = 30.0
 
 
 class VideoError(AgeLensError):
-    """A video that cannot be read, with the reason."""
+    """A video that cannot be read, with the reason; ``kind`` says which sort of
+    problem, as the server answers it: ``unreadable`` (415), ``empty`` (422) or
+    ``too_large`` (413)."""
+
+    def __init__(self, message: str, kind: str = "unreadable") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,14 +56,14 @@ def read_frames(source: str | BinaryIO, *, max_pixels: int = MAX_FRAME_PIXELS) -
         raise VideoError("video needs its extra: pip install 'agelens[video]'") from error
     name = source if isinstance(source, str) else "<stream>"
     if isinstance(source, str) and "://" not in source and not Path(source).is_file():
-        raise VideoError(f"{source}: no such file")
+        raise VideoError(f"{source}: no such file", "empty")
     try:
         container = av.open(source, timeout=STREAM_TIMEOUT_S)
     except av.FFmpegError as error:
         raise VideoError(f"{name}: not a video AgeLens can read ({_reason(error)})") from error
     with container:
         if not container.streams.video:
-            raise VideoError(f"{name}: no video stream (audio only?)")
+            raise VideoError(f"{name}: no video stream (audio only?)", "empty")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         count = 0
@@ -66,7 +72,8 @@ def read_frames(source: str | BinaryIO, *, max_pixels: int = MAX_FRAME_PIXELS) -
                 if frame.width * frame.height > max_pixels:
                     raise VideoError(
                         f"{name}: frames of {frame.width}x{frame.height} are over the limit "
-                        f"of {max_pixels / 1e6:.0f} megapixels; scale the video down"
+                        f"of {max_pixels / 1e6:g} megapixels; scale the video down",
+                        "too_large",
                     )
                 image = _upright(frame.to_ndarray(format="rgb24"), _rotation(frame))
                 yield Frame(count, _seconds(frame, stream, count), image, _rate(stream))
@@ -75,10 +82,10 @@ def read_frames(source: str | BinaryIO, *, max_pixels: int = MAX_FRAME_PIXELS) -
             if count == 0:
                 raise VideoError(f"{name}: cannot decode ({_reason(error)})") from error
             raise VideoError(
-                f"{name}: cut or corrupt after frame {count - 1} ({_reason(error)})"
+                f"{name}: cut or corrupt after frame {count - 1} ({_reason(error)})", "empty"
             ) from error
         if count == 0:
-            raise VideoError(f"{name}: the video has no frames")
+            raise VideoError(f"{name}: the video has no frames", "empty")
 
 
 def _rotation(frame: object) -> int:
