@@ -20,12 +20,14 @@ class _QuickDeadline(HeaderDeadlineProtocol):
     header_timeout = 0.5
 
 
-def _serve(protocol: type[H11Protocol]) -> Iterator[int]:
-    app = FastAPI()
+def _serve(protocol: type[H11Protocol], app: FastAPI | None = None) -> Iterator[int]:
+    """A real uvicorn server on a free port, with ``protocol``; by default a tiny app."""
+    if app is None:
+        app = FastAPI()
 
-    @app.get("/healthz")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+        @app.get("/healthz")
+        def health() -> dict[str, str]:
+            return {"status": "ok"}
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -185,26 +187,11 @@ def test_an_error_before_the_body_is_read_says_the_connection_closes(request_hea
     from agelens.server import ServerSettings, create_app
 
     app = create_app(ServerSettings(), estimator=AgeEstimator())
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", http=HeaderDeadlineProtocol
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
+    for port in _serve(HeaderDeadlineProtocol, app):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
             client.sendall(request_head)
             status, head = _status_and_headers(client)
             assert status.split()[1].startswith(b"4") and b"connection: close" in head, head
             client.settimeout(10)
-            rest = b""
-            while chunk := client.recv(65536):  # the server closes: recv ends, not hangs
-                rest += chunk
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+            while client.recv(65536):  # the server closes: recv ends, it does not hang
+                pass

@@ -74,20 +74,6 @@ def test_every_json_output_of_the_cli_is_strict_json(arguments, photos: Path, tm
         assert records[0]["gate"]["pass_13_17"] is None
 
 
-def test_faceless_images_count_only_under_no_face(photos: Path, tmp_path: Path):
-    table = tmp_path / "ages.csv"
-    table.write_text(
-        f"path,age,group\n{photos / 'astronaut.png'},41,MIDDLE\n"
-        f"{photos / 'hopper.jpg'},77,OLD\n{photos / 'wall.jpg'},5,CHILD\n"
-    )
-    result = runner.invoke(app, ["evaluate", "--data", f"csv:{table}", "--json"])
-    assert result.exit_code == 0, result.output
-    report = strict_loads(result.stdout)
-    assert (report["n"], report["no_face"], report["scored"]) == (3, 1, 2)
-    assert "0-12" not in report["per_band"]
-    assert sum(map(sum, report["confusion"]["matrix"])) == 2
-
-
 def test_every_api_answer_is_strict_json(estimator, astronaut):
     import io
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,16 +283,22 @@ def test_ensemble_exports_mean_probabilities_in_half_the_bytes(tmp_path, bundle)
         assert np.abs(got - expected).max() < tolerance, name
 
 
-def test_a_research_only_base_makes_a_research_only_bundle(tmp_path):
-    folder = tmp_path / "data"
+def _noise_images(folder: Path, column: str, labels: list[str]) -> Path:
+    """Images of noise with ``labels`` in ``folder/labels.csv`` (columns path and
+    ``column``): enough for a job to run, nothing for it to learn."""
     folder.mkdir()
     rng = np.random.default_rng(0)
-    rows = ["path,age"]
-    for index in range(40):
+    rows = [f"path,{column}"]
+    for index, label in enumerate(labels):
         pixels = rng.integers(0, 256, (72, 72, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"{index}.png")
-        rows.append(f"{index}.png,{20 + index}")
+        rows.append(f"{index}.png,{label}")
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_a_research_only_base_makes_a_research_only_bundle(tmp_path):
+    folder = _noise_images(tmp_path / "data", "age", [str(20 + i) for i in range(40)])
     config = TrainConfig(mode="head", epochs=1)
     options = JobOptions(
         f"csv:{folder / 'labels.csv'}",
@@ -324,15 +331,8 @@ def test_a_job_without_enough_minors_fits_no_gate_policy(face_dataset, tmp_path)
 
 
 def test_a_groups_only_job_says_why_nothing_is_calibrated(tmp_path):
-    folder = tmp_path / "data"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    rows = ["path,group"]
-    for index in range(40):
-        pixels = rng.integers(0, 256, (72, 72, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"{index}.png")
-        rows.append(f"{index}.png,{('YOUNG', 'MIDDLE', 'OLD')[index % 3]}")
-    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    groups = [("YOUNG", "MIDDLE", "OLD")[i % 3] for i in range(40)]
+    folder = _noise_images(tmp_path / "data", "group", groups)
     options = JobOptions(
         f"csv:{folder / 'labels.csv'}",
         tmp_path / "m",

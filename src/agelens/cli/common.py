@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from agelens.batch import EstimatorPool
 from agelens.data.datasets import Sample
@@ -72,14 +82,31 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def progress_bar(total: int) -> Progress:
+class _Rate(ProgressColumn):
+    """Items done and items a second, for work whose end is not known (a stream)."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.completed:.0f} {self.unit}, {task.speed or 0:.1f} a second")
+
+
+def progress_bar(total: int | None, unit: str | None = None) -> Progress:
+    """A bar on the terminal's standard error; with ``unit``, counting items and their
+    rate instead of a fraction of a known total."""
+    counts = (
+        (_Rate(unit), TimeElapsedColumn())
+        if unit
+        else (MofNCompleteColumn(), TimeRemainingColumn())
+    )
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
+        *counts,
         console=err,
-        disable=total < PROGRESS_FROM or not err.is_terminal,
+        disable=(total is not None and total < PROGRESS_FROM) or not err.is_terminal,
         transient=True,
     )
 

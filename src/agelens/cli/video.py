@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
-from rich.text import Text
 
 from agelens import strict_json
 from agelens.annotate import draw_labels
@@ -20,10 +18,10 @@ from agelens.cli.common import (
     JsonOption,
     ModelOption,
     PrecisionOption,
-    err,
     fail,
     make_estimator,
     out,
+    progress_bar,
     shown,
 )
 from agelens.decisions.gate import GatePolicy
@@ -99,7 +97,7 @@ def video(
         with ExitStack() as stack:
             lines = stack.enter_context(_text_file(frames_file)) if frames_file else None
             writer = stack.enter_context(_VideoWriter.open(annotated)) if annotated else None
-            progress = stack.enter_context(_progress())
+            progress = stack.enter_context(progress_bar(None, unit="frames"))
             task = progress.add_task("Frames", total=None)
             for frame in read_frames(sys.stdin.buffer if source == "-" else source):
                 faces = tracker.update(frame)
@@ -120,24 +118,6 @@ def video(
             sys.stdout.write(strict_json.dumps(person.to_dict()) + "\n")
     else:
         _print_people(people, source)
-
-
-class _FramesPerSecond(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.completed:.0f} frames, {task.speed or 0:.1f} fps")
-
-
-def _progress() -> Progress:
-    """A bar with frames done and frames a second (a stream's length is not known)."""
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        _FramesPerSecond(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    )
 
 
 @contextmanager

@@ -80,6 +80,14 @@ GroupsQuery = Annotated[
     str, Query(description="imfdb, decades, utk5, or lower edges such as 13,31,51")
 ]
 AnnotateQuery = Annotated[bool, Query(description="add the annotated photo (JPEG)")]
+#: The gate's options where a route gives each person its answer (video, camera).
+PersonOverQuery = Annotated[
+    float | None,
+    Query(ge=MIN_OVER, le=MAX_OVER, description="give each person the gate's answer"),
+]
+PersonBufferQuery = Annotated[
+    float | None, Query(ge=0, le=MAX_BUFFER, description="the gate's buffer")
+]
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"description": text, "content": {"application/json": {"example": {"error": "..."}}}}
     for status, text in (
@@ -247,13 +255,8 @@ def create_app(
                 "digits, - or _); frames of one session share their face tracks",
             ),
         ],
-        over: Annotated[
-            float | None,
-            Query(ge=MIN_OVER, le=MAX_OVER, description="give each person the gate's answer"),
-        ] = None,
-        buffer: Annotated[
-            float | None, Query(ge=0, le=MAX_BUFFER, description="the gate's buffer")
-        ] = None,
+        over: PersonOverQuery = None,
+        buffer: PersonBufferQuery = None,
     ) -> dict[str, Any]:
         """One camera frame of a session: its faces, each with its person's track and
         steady age (pooled over the session's frames). Nothing of the frame is kept."""
@@ -286,13 +289,8 @@ def create_app(
     @app.post("/v1/video", response_model=VideoOut, **upload_route)
     async def video(
         request: Request,
-        over: Annotated[
-            float | None,
-            Query(ge=MIN_OVER, le=MAX_OVER, description="give each person the gate's answer"),
-        ] = None,
-        buffer: Annotated[
-            float | None, Query(ge=0, le=MAX_BUFFER, description="the gate's buffer")
-        ] = None,
+        over: PersonOverQuery = None,
+        buffer: PersonBufferQuery = None,
         every: Annotated[int, Query(ge=1, le=25, description="estimate every Nth frame")] = 1,
     ) -> dict[str, Any]:
         """A short clip (at most 25 MB, 60 s, 1920x1080): each person in it, tracked, with
