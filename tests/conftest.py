@@ -69,3 +69,15 @@ def face_dataset(tmp_path_factory, astronaut, grace_hopper_path) -> Path:
     first = sorted(folder.glob("*.chip.jpg"))[0]
     (folder / "99_0_0_20990101000000.jpg.chip.jpg").write_bytes(first.read_bytes())
     return folder
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory, astronaut, grace_hopper_path) -> Path:
+    """A folder of three photos: the astronaut, Grace Hopper and a wall with no face."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(astronaut).save(folder / "astronaut.png")
+    (folder / "hopper.jpg").write_bytes(grace_hopper_path.read_bytes())
+    Image.fromarray(np.full((240, 320, 3), 128, dtype=np.uint8)).save(folder / "wall.jpg")
+    return folder

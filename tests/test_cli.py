@@ -17,15 +17,6 @@ from agelens.cli.main import app
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory, astronaut, grace_hopper_path) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
-    Image.fromarray(astronaut).save(folder / "astronaut.png")
-    (folder / "hopper.jpg").write_bytes(grace_hopper_path.read_bytes())
-    Image.fromarray(np.full((240, 320, 3), 128, dtype=np.uint8)).save(folder / "wall.jpg")
-    return folder
-
-
 def json_lines(output: str) -> list[dict]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 

@@ -104,6 +104,36 @@ class _FewInAll(_QuickDeadline):
     max_connections = 4
 
 
+def _refused_then_served(port: int, addresses: list[tuple[str, int]]) -> dict:
+    """Hold a connection from each address, open one more from 127.0.0.1 and return its
+    answer's JSON body (asserting a closing JSON 503); then, the held ones closed, check
+    127.0.0.1 is served again."""
+    held = [
+        socket.create_connection(("127.0.0.1", port), timeout=5, source_address=address)
+        for address in addresses
+    ]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+            answer = _whole_answer(extra)
+        assert answer.startswith(b"HTTP/1.1 503")
+        assert b"application/json" in answer and b"connection: close" in answer
+        body = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+        if len({a for a, _ in addresses}) == 1:  # another address is served meanwhile
+            with socket.create_connection(
+                ("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0)
+            ) as other:
+                other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert other.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        for connection in held:
+            connection.close()
+    time.sleep(0.3)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as again:
+        again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert again.recv(100).startswith(b"HTTP/1.1 200")
+    return body
+
+
 def _whole_answer(connection: socket.socket) -> bytes:
     answer = b""
     while chunk := connection.recv(4096):
@@ -113,50 +143,15 @@ def _whole_answer(connection: socket.socket) -> bytes:
 
 def test_a_connection_over_the_cap_gets_a_json_503_and_others_go_on():
     for port in _serve(_FewInAll):
-        held = [
-            socket.create_connection(
-                ("127.0.0.1", port), timeout=5, source_address=(f"127.0.0.{i}", 0)
-            )
-            for i in range(2, 6)
-        ]
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
-                answer = _whole_answer(extra)
-            assert answer.startswith(b"HTTP/1.1 503")
-            assert b"application/json" in answer and b"connection: close" in answer
-            assert "try again" in json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
-        finally:
-            for connection in held:
-                connection.close()
-        time.sleep(0.3)
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as again:
-            again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert again.recv(100).startswith(b"HTTP/1.1 200")
+        # Four addresses, one connection each: under any per-client limit, at the cap.
+        body = _refused_then_served(port, [(f"127.0.0.{i}", 0) for i in range(2, 6)])
+        assert "try again" in body["error"]
 
 
 def test_one_client_cannot_hold_every_connection():
     for port in _serve(_FewPerClient):
-        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
-        try:
-            # A fourth connection from the same address is closed at once.
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
-                answer = _whole_answer(extra)
-                assert answer.startswith(b"HTTP/1.1 503") and b"connection: close" in answer
-                assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
-            # Another address is served as usual.
-            with socket.create_connection(
-                ("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0)
-            ) as other:
-                other.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                assert other.recv(100).startswith(b"HTTP/1.1 200")
-        finally:
-            for connection in held:
-                connection.close()
-        time.sleep(0.3)
-        # Once its connections close, the first client is served again.
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as again:
-            again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert again.recv(100).startswith(b"HTTP/1.1 200")
+        body = _refused_then_served(port, [("127.0.0.1", 0)] * 3)
+        assert "one address" in body["error"]
 
 
 def _status_and_headers(connection: socket.socket) -> tuple[bytes, bytes]:

@@ -38,16 +38,6 @@ def test_undefined_figures_are_written_null():
     assert strict_loads(body.decode()) == {"pass_13_17": None}
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory, astronaut, grace_hopper_path) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
-    Image.fromarray(astronaut).save(folder / "astronaut.png")
-    (folder / "hopper.jpg").write_bytes(grace_hopper_path.read_bytes())
-    Image.fromarray(np.full((240, 320, 3), 128, dtype=np.uint8)).save(folder / "wall.jpg")
-    (folder / "broken.jpg").write_bytes(b"\xff\xd8not a jpeg")
-    return folder
-
-
 @pytest.mark.parametrize(
     "arguments",
     [
@@ -59,6 +49,10 @@ def photos(tmp_path_factory, astronaut, grace_hopper_path) -> Path:
     ],
 )
 def test_every_json_output_of_the_cli_is_strict_json(arguments, photos: Path, tmp_path: Path):
+    broken = tmp_path / "broken.jpg"  # an unreadable photo's record too
+    broken.write_bytes(b"\xff\xd8not a jpeg")
+    if arguments[0] in ("predict", "gate"):
+        arguments = [*arguments, str(broken)]
     table = tmp_path / "ages.csv"
     # No 13-17-year-old: the gate's minor pass rate is undefined, so it must be null.
     table.write_text(f"path,age\n{photos / 'astronaut.png'},41\n{photos / 'hopper.jpg'},77\n")
