@@ -54,10 +54,10 @@ def default_people(faces: Sequence[Image.Image]) -> list[Person]:
         Person(
             c,
             [
-                (0.0, 0.5, 0.78),
-                (0.3, 1.3, 0.78),
-                (0.5, 1.3, 0.78),
-                (0.8, 0.6, 0.78),
+                (0.0, 0.55, 0.78),
+                (0.25, 1.2, 0.78),  # out of the frame for about a sixth of the clip
+                (0.35, 1.2, 0.78),
+                (0.55, 0.6, 0.78),
                 (1.0, 0.6, 0.78),
             ],
             0.28,
@@ -74,7 +74,8 @@ def make_clip(
     fps: int = 25,
     people: list[Person] | None = None,
 ) -> list[list[dict]]:
-    """Write the clip; returns, per frame, each visible person's number and true box."""
+    """Write the clip; returns, per frame, each person in the frame: their number, true
+    box, and the share of it that people in front of them hide."""
     import av
 
     people = people or default_people(faces)
@@ -97,6 +98,18 @@ def make_clip(
                 x, y = where[0] * width - side / 2, where[1] * height - side / 2
                 canvas.paste(person.face.resize((side, side)), (round(x), round(y)))
                 boxes.append({"person": number, "box": [x, y, x + side, y + side]})
+            for entry in boxes:  # how much of each face later-drawn faces cover
+                entry["hidden"] = round(
+                    max(
+                        (
+                            _covered(entry["box"], other["box"])
+                            for other in boxes
+                            if other["person"] > entry["person"]
+                        ),
+                        default=0.0,
+                    ),
+                    3,
+                )
             light = 1.0 + 0.25 * math.sin(2 * math.pi * share)  # the light changes slowly
             canvas = ImageEnhance.Brightness(canvas).enhance(light)
             frame = av.VideoFrame.from_ndarray(np.asarray(canvas), format="rgb24")
@@ -104,6 +117,15 @@ def make_clip(
             truth.append(boxes)
         container.mux(stream.encode())
     return truth
+
+
+def _covered(box: list[float], other: list[float]) -> float:
+    """The share of ``box`` that ``other`` covers."""
+    width = min(box[2], other[2]) - max(box[0], other[0])
+    height = min(box[3], other[3]) - max(box[1], other[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    return width * height / ((box[2] - box[0]) * (box[3] - box[1]))
 
 
 def sample_faces() -> list[Image.Image]:

@@ -91,7 +91,7 @@ class AgeTracker:
         *,
         every: int = 1,
         policy: GatePolicy | None = None,
-        max_missing_s: float = 1.5,
+        max_missing_s: float = 4.0,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be 1 or more, got {every}")

@@ -7,8 +7,10 @@ the face's size, within a gate; and by how alike the faces look (their colour
 histograms), which keeps two people apart where they cross and their boxes overlap.
 A face matched to no track starts one; a track missing
 its face coasts on its prediction for up to ``max_missing_s`` (people crossing hide each
-other for a moment), then ends. A track whose face leaves the frame waits at the edge it
-left by, for twice as long: a person stepping out and back comes in where they left.
+other, for seconds when they walk slowly), then ends. Looks are a tie-breaker, not a
+gate: a face coming out from behind another looks half like each. A track whose face
+leaves the frame waits at the edge it left by, for twice as long: a person stepping out
+and back comes in where they left.
 
 Why not a Kalman filter or appearance features: faces in these videos move slowly next
 to their size, crossings are brief, and the identity that matters is what the age is
@@ -114,7 +116,7 @@ class Track:
 class FaceTracker:
     """Assigns each frame's face boxes to tracks; see the module's docstring."""
 
-    def __init__(self, max_missing_s: float = 1.5) -> None:
+    def __init__(self, max_missing_s: float = 4.0) -> None:
         self.max_missing_s = max_missing_s
         self.tracks: list[Track] = []
         self._next = 1
