@@ -251,38 +251,36 @@ def _y4m_clip(path: Path) -> Path:
     return path
 
 
-def test_the_camera_mode_tracks_people_live_from_a_fake_camera(server_url, tmp_path):
+def test_the_camera_mode_tracks_people_live_from_a_fake_camera(browser, server_url, tmp_path):
     clip = _y4m_clip(tmp_path / "camera.y4m")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                *CHROMIUM_ARGS,
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-video-capture={clip}",
-            ],
-        )
-        try:
-            tab = chromium.new_page()
-            tab.goto(server_url)
-            tab.click("#camera-start")
-            # People come back with their track and, once estimated, a steady age.
-            pattern = re.compile(r"#\d+ \d+ \(\d+-\d+\)")
-            deadline = time.monotonic() + 30
-            shown: list[str] = []
-            while time.monotonic() < deadline and not any(pattern.search(t) for t in shown):
-                shown = tab.eval_on_selector_all(
-                    ".camera-person", "els => els.map(e => e.textContent)"
-                )
-                time.sleep(0.2)
-            assert any(pattern.search(t) for t in shown), shown
-            assert tab.eval_on_selector_all("#camera-overlay rect", "r => r.length") >= 1
-            tab.click("#camera-stop")
-            assert tab.is_visible("#camera-start")
-        finally:
-            chromium.close()
+    # A second Chromium, from the same Playwright, with the fake camera playing the clip.
+    chromium = browser.browser_type.launch(
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=[
+            *CHROMIUM_ARGS,
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}",
+        ],
+    )
+    try:
+        tab = chromium.new_page()
+        tab.goto(server_url)
+        tab.click("#camera-start")
+        # People come back with their track and, once estimated, a steady age.
+        pattern = re.compile(r"#\d+ \d+ \(\d+-\d+\)")
+        deadline = time.monotonic() + 30
+        shown: list[str] = []
+        while time.monotonic() < deadline and not any(pattern.search(t) for t in shown):
+            shown = tab.eval_on_selector_all(".camera-person", "els => els.map(e => e.textContent)")
+            time.sleep(0.2)
+        assert any(pattern.search(t) for t in shown), shown
+        assert tab.eval_on_selector_all("#camera-overlay rect", "r => r.length") >= 1
+        tab.click("#camera-stop")
+        assert tab.is_visible("#camera-start")
+    finally:
+        chromium.close()
 
 
 def test_the_page_says_when_the_camera_is_refused(page):

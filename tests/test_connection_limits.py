@@ -13,7 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from agelens.server.protocol import HeaderDeadlineProtocol
+from agelens.server.wire.protocol import HeaderDeadlineProtocol
 
 
 class _QuickDeadline(HeaderDeadlineProtocol):

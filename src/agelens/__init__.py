@@ -1,6 +1,6 @@
 """AgeLens: estimate people's ages from photos of their faces."""
 
-from agelens.decisions.gate import Decision, GatePolicy
+from agelens.decisions.gate import Decision, GatePolicy, GateResult
 from agelens.decisions.groups import GroupScheme, resolve_scheme
 from agelens.errors import (
     AgeLensError,
@@ -14,7 +14,7 @@ from agelens.errors import (
     TruncatedImageError,
     UnsupportedImageError,
 )
-from agelens.estimator import AgeEstimator, GateResult
+from agelens.estimator import AgeEstimator
 from agelens.models.bundles import Bundle, builtin_bundle_names, load_bundle
 from agelens.pipeline.estimates import Face
 from agelens.pipeline.images import load_image

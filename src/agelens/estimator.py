@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agelens.decisions.gate import Decision, GatePolicy
+from agelens.decisions.gate import GatePolicy, GateResult
 from agelens.decisions.groups import IMFDB, GroupScheme, resolve_scheme
 from agelens.decisions.verify import ClaimCheck, check_claimed, verify
 from agelens.errors import BoxError
@@ -40,36 +40,6 @@ class _FaceCrop:
     box: Box
     score: float | None
     landmarks: list[tuple[float, float]]
-
-
-@dataclass(frozen=True, slots=True)
-class GateResult:
-    """Decision for the whole photo and for each face, in the order of ``faces``."""
-
-    decision: Decision
-    decisions: list[Decision]
-    faces: list[Face]
-    pass_age: float
-    rule: str = "estimate"
-    #: Per face, why it was referred (empty when it passed).
-    reasons: list[list[str]] = field(default_factory=list)
-
-    def to_dict(self, over: float) -> dict[str, Any]:
-        """The one gate record of ``gate --json`` and ``POST /v1/gate``: the photo's
-        decision, the rule it was made by, and each face with its own decision and reasons."""
-        return {
-            "decision": self.decision.value,
-            "over": over,
-            "buffer": round(self.pass_age - over, 4),
-            "pass_age": self.pass_age,
-            "rule": self.rule,
-            "faces": [
-                {**face.to_dict(), "decision": decision.value, "reasons": reasons}
-                for face, decision, reasons in zip(
-                    self.faces, self.decisions, self.reasons, strict=True
-                )
-            ],
-        }
 
 
 class AgeEstimator:

@@ -24,9 +24,8 @@ from agelens.cli.common import (
     shown,
 )
 from agelens.cli.predict import ImagesArgument, image_sources, print_faces, results_in_order
-from agelens.decisions.gate import Decision
+from agelens.decisions.gate import Decision, GateResult
 from agelens.decisions.verify import ClaimCheck, Verdict, check_claimed
-from agelens.estimator import GateResult
 from agelens.models.bundles import DEFAULT_BUNDLE
 
 #: Exit codes of ``agelens gate``, so scripts can branch without parsing output.

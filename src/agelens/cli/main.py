@@ -133,7 +133,7 @@ def serve(
     try:
         import uvicorn
 
-        from agelens.server.protocol import HeaderDeadlineProtocol
+        from agelens.server.wire.protocol import HeaderDeadlineProtocol
     except ImportError as error:
         raise fail("the server needs its extras: pip install 'agelens[server]'", 2) from error
     # Workers are separate processes: they read their settings from the environment.
@@ -150,7 +150,7 @@ def serve(
         workers=workers,
         log_level="info",
         # Its access log writes each request line whole, query string and all; the
-        # app logs a bounded, sanitised line of its own (server/access_log.py).
+        # app logs a bounded, sanitised line of its own (server/wire/access_log.py).
         access_log=False,
         log_config=_log_config(),
         # A cap on connections; idle keep-alive connections closed after 5 s, headers

@@ -30,9 +30,9 @@ from agelens.cli.common import (
     progress_bar,
     shown,
 )
-from agelens.cli.copies import CROP_SIZE, check_output_folder, write_copies
 from agelens.cli.engine import predict_on_ray
-from agelens.cli.sources import SourceError, resolve_sources
+from agelens.cli.files.copies import CROP_SIZE, check_output_folder, write_copies
+from agelens.cli.files.sources import SourceError, resolve_sources
 from agelens.estimator import AgeEstimator
 from agelens.models.bundles import DEFAULT_BUNDLE
 from agelens.records import flat_columns, flat_rows, image_record

@@ -22,7 +22,7 @@ webcams, CCTV and phones, not every source a user may bring.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -284,3 +284,33 @@ def fit_policy_domains(
         judged = np.asarray(classes) != QualityClass.POOR_QUALITY
         scores[name] = (estimates, lower[:, 0], truth, judged)
     return choose_policy_domains(scores)
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """Decision for the whole photo and for each face, in the order of ``faces``."""
+
+    decision: Decision
+    decisions: list[Decision]
+    faces: list[Face]
+    pass_age: float
+    rule: str = "estimate"
+    #: Per face, why it was referred (empty when it passed).
+    reasons: list[list[str]] = field(default_factory=list)
+
+    def to_dict(self, over: float) -> dict[str, Any]:
+        """The one gate record of ``gate --json`` and ``POST /v1/gate``: the photo's
+        decision, the rule it was made by, and each face with its own decision and reasons."""
+        return {
+            "decision": self.decision.value,
+            "over": over,
+            "buffer": round(self.pass_age - over, 4),
+            "pass_age": self.pass_age,
+            "rule": self.rule,
+            "faces": [
+                {**face.to_dict(), "decision": decision.value, "reasons": reasons}
+                for face, decision, reasons in zip(
+                    self.faces, self.decisions, self.reasons, strict=True
+                )
+            ],
+        }

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -34,24 +33,19 @@ from agelens.models.bundles import describe_builtin_bundles
 from agelens.pipeline.estimates import Face
 from agelens.pipeline.images import RGBImage, load_image
 from agelens.server.access import api_key_guard
-from agelens.server.access_log import AccessLog
 from agelens.server.error_handlers import add_error_handlers
-from agelens.server.headers import SecurityHeaders
 from agelens.server.json_response import StrictJSONResponse
 from agelens.server.memory import is_large, return_free_memory
-from agelens.server.schemas import EstimateOut, GateOut, StreamOut, VerifyOut, VideoOut
+from agelens.server.schemas import EstimateOut, GateOut, VerifyOut
 from agelens.server.settings import ServerSettings
-from agelens.server.streams import Sessions
 from agelens.server.uploads import UploadError, read_image_bytes
-from agelens.video import AgeTracker
-from agelens.video.frames import Frame, VideoError, read_frames
+from agelens.server.video.routes import add_video_routes
+from agelens.server.video.sessions import Sessions
+from agelens.server.wire.access_log import AccessLog
+from agelens.server.wire.headers import SecurityHeaders
 
 log = logging.getLogger("agelens.server")
 
-#: What ``POST /v1/video`` takes: a short clip, not a film.
-MAX_VIDEO_BYTES = 25 * 2**20
-MAX_VIDEO_SECONDS = 60.0
-MAX_VIDEO_PIXELS = 1920 * 1080
 WEB = files("agelens.server") / "web"
 
 UPLOAD_BODY = {
@@ -80,14 +74,6 @@ GroupsQuery = Annotated[
     str, Query(description="imfdb, decades, utk5, or lower edges such as 13,31,51")
 ]
 AnnotateQuery = Annotated[bool, Query(description="add the annotated photo (JPEG)")]
-#: The gate's options where a route gives each person its answer (video, camera).
-PersonOverQuery = Annotated[
-    float | None,
-    Query(ge=MIN_OVER, le=MAX_OVER, description="give each person the gate's answer"),
-]
-PersonBufferQuery = Annotated[
-    float | None, Query(ge=0, le=MAX_BUFFER, description="the gate's buffer")
-]
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"description": text, "content": {"application/json": {"example": {"error": "..."}}}}
     for status, text in (
@@ -244,76 +230,7 @@ def create_app(
             request, settings.max_upload_bytes, groups, None, True, respond
         )
 
-    @app.post("/v1/stream", response_model=StreamOut, **upload_route)
-    async def stream(
-        request: Request,
-        session: Annotated[
-            str,
-            Query(
-                pattern=r"^[A-Za-z0-9_-]{8,64}$",
-                description="the camera session's id, chosen by the client (8-64 letters, "
-                "digits, - or _); frames of one session share their face tracks",
-            ),
-        ],
-        over: PersonOverQuery = None,
-        buffer: PersonBufferQuery = None,
-    ) -> dict[str, Any]:
-        """One camera frame of a session: its faces, each with its person's track and
-        steady age (pooled over the session's frames). Nothing of the frame is kept."""
-        data = await read_image_bytes(request, settings.max_upload_bytes)
-        estimator: AgeEstimator = request.app.state.estimator
-        policy = None if over is None else estimator.gate_policy(over, buffer)
-        current = request.app.state.sessions.get(session)
-
-        def run() -> dict[str, Any]:
-            image = load_image(data, max_pixels=estimator.max_pixels, still_only=True)
-            with current.lock:
-                frame = Frame(current.frames, time.monotonic() - current.started, image)
-                current.frames += 1
-                faces = current.tracker.update(frame)
-                decisions = [
-                    None if policy is None else current.tracker.decision(f.track, policy)
-                    for f in faces
-                ]
-            return {
-                "width": int(image.shape[1]),
-                "height": int(image.shape[0]),
-                "frame": frame.index,
-                "faces": [
-                    {**f.to_dict(), "decision": d} for f, d in zip(faces, decisions, strict=True)
-                ],
-            }
-
-        return await anyio.to_thread.run_sync(run, limiter=request.app.state.slots)
-
-    @app.post("/v1/video", response_model=VideoOut, **upload_route)
-    async def video(
-        request: Request,
-        over: PersonOverQuery = None,
-        buffer: PersonBufferQuery = None,
-        every: Annotated[int, Query(ge=1, le=25, description="estimate every Nth frame")] = 1,
-    ) -> dict[str, Any]:
-        """A short clip (at most 25 MB, 60 s, 1920x1080): each person in it, tracked, with
-        one steady age, as ``agelens video --json`` gives them. Nothing of it is kept."""
-        data = await read_image_bytes(request, MAX_VIDEO_BYTES, media=b"video/")
-        estimator: AgeEstimator = request.app.state.estimator
-        policy = None if over is None else estimator.gate_policy(over, buffer)
-
-        def run() -> dict[str, Any]:
-            tracker = AgeTracker(estimator, every=every, policy=policy)
-            frames = 0
-            for frame in read_frames(io.BytesIO(data), max_pixels=MAX_VIDEO_PIXELS):
-                if frame.time > MAX_VIDEO_SECONDS:
-                    raise UploadError(413, f"the clip is longer than {MAX_VIDEO_SECONDS:g} s")
-                tracker.update(frame)
-                frames += 1
-            return {"frames": frames, "people": [p.to_dict() for p in tracker.finish()]}
-
-        try:
-            return await anyio.to_thread.run_sync(run, limiter=request.app.state.slots)
-        except VideoError as error:
-            status = {"too_large": 413, "empty": 422}.get(error.kind, 415)
-            raise UploadError(status, str(error).removeprefix("<stream>: ")) from error
+    add_video_routes(app, settings.max_upload_bytes, upload_route)
 
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:

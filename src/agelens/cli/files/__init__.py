@@ -1,0 +1,2 @@
+"""The files commands read (sources: folders, standard input, URLs) and write beside
+their answers (annotated copies, face crops)."""

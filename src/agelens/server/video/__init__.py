@@ -1,0 +1,1 @@
+"""The video routes and the camera sessions behind them."""
