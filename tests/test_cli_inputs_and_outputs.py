@@ -255,7 +255,7 @@ def test_a_broken_server_is_that_urls_error_and_the_other_photos_go_on(
 
 
 def test_a_trickling_server_cannot_hold_the_command(photos: Path, monkeypatch):
-    from agelens.cli import sources
+    from agelens.cli.files import sources
 
     monkeypatch.setattr(sources, "URL_DEADLINE_S", 1.5)
     slow = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000
