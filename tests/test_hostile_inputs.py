@@ -507,3 +507,16 @@ def test_malformed_forms_leave_no_lines_in_the_log(client, caplog):
             headers={"content-type": "multipart/form-data; boundary=abc"},
         )
     assert not [r for r in caplog.records if r.name.startswith("python_multipart")]
+
+
+@pytest.mark.parametrize(("mode", "dtype", "bits"), [("I", np.int32, 32), ("F", np.float32, 32)])
+def test_wide_samples_shrink_the_pixel_limit(mode, dtype, bits):
+    from agelens.errors import ImageTooLargeError
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((3000, 2000), dtype=dtype), mode=mode).save(buffer, format="TIFF")
+    with pytest.raises(ImageTooLargeError, match=f"for {bits}-bit samples"):
+        load_image(buffer.getvalue(), max_pixels=20_000_000)  # 6 MP: over 20 MP / 4
+    small = io.BytesIO()
+    Image.fromarray(np.full((40, 30), 7, dtype=dtype), mode=mode).save(small, format="TIFF")
+    assert load_image(small.getvalue()).shape == (40, 30, 3)

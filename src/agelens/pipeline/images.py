@@ -134,7 +134,11 @@ def _decode_quietly(data: bytes, name: str, max_pixels: int, still_only: bool) -
         raise NotAnImageError(
             f"{name}: not an image in a supported format ({', '.join(FORMATS)})"
         ) from error
-    _check_pixels(image.size, max_pixels, name)
+    # Samples of 2 or 4 bytes (16-bit, int32, float) cost that much more to decode and
+    # convert: the pixel limit shrinks with them, so a request's memory stays bounded.
+    wide = _BYTES_PER_SAMPLE.get(image.mode, 1)
+    samples = f" for {8 * wide}-bit samples" if wide > 1 else ""
+    _check_pixels(image.size, max_pixels // wide, name, samples)
     try:
         # is_animated looks only for a second frame: counting them (n_frames) walks every
         # frame, and Pillow's walk of a TIFF's chained IFDs takes time quadratic in their
@@ -166,14 +170,16 @@ def _reason(error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
-def _check_pixels(size: tuple[int, int], max_pixels: int, name: str = "<image>") -> None:
+def _check_pixels(
+    size: tuple[int, int], max_pixels: int, name: str = "<image>", samples: str = ""
+) -> None:
     width, height = size
     if width <= 0 or height <= 0:
         raise EmptyImageError(f"{name}: the image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise ImageTooLargeError(
             f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
-            f"{max_pixels:,} (a guard against decompression bombs)"
+            f"{max_pixels:,}{samples} (a guard against decompression bombs)"
         )
 
 
@@ -201,13 +207,27 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
 
 
 def _scale_to_uint8(values: np.ndarray) -> NDArray[np.uint8]:
-    """Map 16-bit, 32-bit or float samples to bytes by their nominal range."""
-    if values.dtype.kind == "f":
-        if values.size and values.max() <= 1.0:
-            return np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.clip(values, 0, 255).astype(np.uint8)
-    peak = 65535 if values.size == 0 or values.max() > 255 else 255
-    return (values.astype(np.float64) * (255.0 / peak) + 0.5).astype(np.uint8)
+    """Map 16-bit, 32-bit or float samples to bytes by their nominal range, a band of rows
+    at a time: converting a 40-megapixel int32 image whole took float64 copies of it
+    (+700 MB); by bands, the bytes out are all that is added."""
+    out = np.empty(values.shape, dtype=np.uint8)
+    if values.size == 0:
+        return out
+    peak = float(values.max())
+    for start in range(0, values.shape[0], _BAND_ROWS):
+        band = values[start : start + _BAND_ROWS].astype(np.float32)
+        if values.dtype.kind == "f":
+            band = band * 255.0 + 0.5 if peak <= 1.0 else band
+        else:
+            band = band * (255.0 / (65535 if peak > 255 else 255)) + 0.5
+        out[start : start + _BAND_ROWS] = np.clip(band, 0, 255)
+    return out
+
+
+#: Bytes per sample of the wide modes (the rest take 1).
+_BYTES_PER_SAMPLE = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 4, "F": 4}
+#: Rows converted at a time by :func:`_scale_to_uint8`.
+_BAND_ROWS = 256
 
 
 def _array_to_rgb(array: np.ndarray, max_pixels: int) -> RGBImage:
