@@ -296,3 +296,35 @@ def test_a_bad_name_in_a_list_file_is_that_inputs_error_row(photos: Path, tmp_pa
     rows = {row["image"]: row for row in _rows(out)}
     assert rows[good]["error"] is None
     assert rows["bad\\x00name.jpg"]["error"] and rows["caf\\udce9.jpg"]["error"]
+
+
+@pytest.mark.parametrize("name", ["ages.parquet", "ages.jsonl"])
+def test_resume_after_the_driver_is_killed_loses_no_row(astronaut, tmp_path: Path, name):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(300):
+        dimmed = (astronaut * (0.6 + index / 800)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(dimmed).save(folder / f"{index:03d}.jpg")
+    out = tmp_path / name
+    command = [sys.executable, "-m", "agelens", "predict", str(folder), "--engine", "ray"]
+    driver = subprocess.Popen(
+        [*command, "--out", str(out), "--actors", "1"], stderr=subprocess.DEVNULL
+    )
+
+    def written() -> int:
+        if out.suffix == ".jsonl":
+            return len(out.read_bytes().splitlines()) if out.is_file() else 0
+        return len(list(out.glob("part-*.parquet"))) if out.is_dir() else 0
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and written() < 2:
+        time.sleep(0.1)
+    driver.kill()  # SIGKILL: no handler runs, a part or a line may be cut
+    driver.wait(timeout=30)
+    assert written() > 0, "nothing was written before the kill"
+    _run(folder, out, resume=True)
+    rows = _by_image(_rows(out))  # no (image, face) twice
+    assert {image for image, _ in rows} == {str(p) for p in folder.glob("*.jpg")}
