@@ -12,6 +12,7 @@ import concurrent.futures
 import io
 import logging
 import os
+from pathlib import Path
 
 import anyio
 import numpy as np
@@ -520,3 +521,26 @@ def test_wide_samples_shrink_the_pixel_limit(mode, dtype, bits):
     small = io.BytesIO()
     Image.fromarray(np.full((40, 30), 7, dtype=dtype), mode=mode).save(small, format="TIFF")
     assert load_image(small.getvalue()).shape == (40, 30, 3)
+
+
+def test_broken_tiffs_leave_nothing_on_standard_error():
+    import subprocess
+    import sys
+
+    script = (
+        "from bench.fuzz_decode import seeds, mutants\n"
+        "from agelens import load_image\n"
+        "from agelens.errors import AgeLensError\n"
+        "for name, valid in seeds().items():\n"
+        "    if 'TIFF' in name:\n"
+        "        for m in mutants(valid, 400, 7):\n"
+        "            try: load_image(m, still_only=True)\n"
+        "            except AgeLensError: pass\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-500:]
+    # libtiff's own lines ("ZIPDecode: ...", "TIFFReadDirectory: ...") no longer reach it.
+    assert "Decode" not in run.stderr and "TIFF" not in run.stderr, run.stderr[:500]
