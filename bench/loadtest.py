@@ -10,10 +10,13 @@ seeded mutants of valid images (the fuzzer's), over multipart, base64 JSON and r
 bodies; a good photo must get 200 with its face, every other upload a 4xx, and any 5xx
 or connection error counts as an error. ``--large-bursts N`` then sends N bursts of
 40-megapixel photos, as many at once as clients, and reads the server's memory after
-each burst and after it has been idle.
+each burst and after it has been idle. ``--attackers N --idle M`` then measures one
+ordinary client's latency while N clients send the dearest hostile requests (a tiny WebP
+of 40 MP, a TIFF of 20,000 chained directories, JSON of a million objects) and M idle
+connections are held open from as many addresses.
 
     python bench/loadtest.py --clients 8 --seconds 30 --out bench/results/server.json
-    python bench/loadtest.py --clients 16 --seconds 60 --hostile --large-bursts 5 \
+    python bench/loadtest.py --clients 16 --seconds 60 --hostile --attackers 3 --idle 40 \
         --out bench/results/server_hostile.json
 """
 
@@ -68,6 +71,49 @@ def photo_40_megapixels() -> bytes:
     return astronaut_photo((7296, 5472), 2400, (2400, 1500), 80)
 
 
+def tiny_huge_webp() -> bytes:
+    """A lossless WebP of a few kB that decodes to 40 megapixels, with alpha and an EXIF
+    orientation: cheap to send, dear to decode."""
+    image = Image.new("RGBA", (7296, 5472), (120, 130, 140, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    image.save(buffer, "WEBP", lossless=True, exif=exif)
+    return buffer.getvalue()
+
+
+def chained_tiff(count: int = 20_000) -> bytes:
+    """An 8x8 TIFF followed by ``count`` more image directories, each chained to the next."""
+    import struct
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, format="TIFF")
+    data = bytearray(buffer.getvalue())
+    first = struct.unpack("<I", data[4:8])[0]
+    entries = struct.unpack("<H", data[first : first + 2])[0]
+    directory = bytes(data[first + 2 : first + 2 + 12 * entries])
+    size, start = 2 + 12 * entries + 4, len(data)
+    struct.pack_into("<I", data, first + 2 + 12 * entries, start)
+    for index in range(count):
+        following = start + (index + 1) * size if index < count - 1 else 0
+        data += struct.pack("<H", entries) + directory + struct.pack("<I", following)
+    return bytes(data)
+
+
+def many_object_json() -> bytes:
+    """About 3 MB of valid JSON made of a million small objects."""
+    return b'{"x": [' + b",".join([b"{}"] * 1_000_000) + b'], "image_base64": ""}'
+
+
+def attacks() -> list[Upload]:
+    """The expensive hostile requests: each must get a 4xx (or a 200), never a 5xx."""
+    return [
+        ("tiny-huge-webp", tiny_huge_webp(), "raw", False),
+        ("chained-tiff", chained_tiff(), "raw", False),
+        ("many-object-json", many_object_json(), "raw-json", False),
+    ]
+
+
 def hostile_uploads(photo: bytes, seed: int = 0) -> list[Upload]:
     """Good photos, non-images and fuzzed images, each over one of the three upload forms."""
     rng = random.Random(seed)
@@ -85,7 +131,7 @@ def hostile_uploads(photo: bytes, seed: int = 0) -> list[Upload]:
     # Hostile headers and URLs around a good photo: each must get a 4xx, never a 5xx.
     for form in ("long-boundary", "odd-boundary", "long-query"):
         uploads += [(f"photo-{form}", photo, form, form == "long-query")] * 5
-    return uploads
+    return uploads + attacks()
 
 
 def send(session: httpx.Client, url: str, upload: Upload) -> httpx.Response:
@@ -98,6 +144,8 @@ def send(session: httpx.Client, url: str, upload: Upload) -> httpx.Response:
         return session.post(
             url, params={"q": "x" * 60_000}, files={"file": (f"{label}.jpg", body, "image/jpeg")}
         )
+    if form == "raw-json":
+        return session.post(url, content=body, headers={"Content-Type": "application/json"})
     if form == "json":
         return session.post(url, json={"image_base64": base64.b64encode(body).decode()})
     if form == "raw":
@@ -205,6 +253,90 @@ def run_clients(
     }
 
 
+class IdleConnections:
+    """``count`` connections held open without a request, from as many addresses (each
+    under the per-client cap), re-opened as the server's header deadline closes them."""
+
+    def __init__(self, url: str, count: int) -> None:
+        host, port = url.split("//")[1].split("/")[0].split(":")
+        self.target, self.count = (host, int(port)), count
+        self.done = threading.Event()
+        self.opened = 0
+        self.thread = threading.Thread(target=self._hold, daemon=True)
+
+    def __enter__(self) -> IdleConnections:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _hold(self) -> None:
+        import socket
+
+        sockets: list = [None] * self.count
+        while not self.done.is_set():
+            for index, held in enumerate(sockets):
+                if held is not None:
+                    held.setblocking(False)
+                    try:
+                        if held.recv(1) == b"":  # closed by the server: open it again
+                            held.close()
+                            held = None
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        held = None
+                if held is None:
+                    try:
+                        held = socket.create_connection(
+                            self.target, timeout=5, source_address=(f"127.0.0.{2 + index}", 0)
+                        )
+                        self.opened += 1
+                    except OSError:
+                        held = None
+                sockets[index] = held
+            self.done.wait(0.5)
+        for held in sockets:
+            if held is not None:
+                held.close()
+
+
+def under_attack(url: str, photo: bytes, attackers: int, idle: int, seconds: float) -> dict:
+    """One ordinary client's latency while ``attackers`` send the expensive hostile
+    requests back to back and ``idle`` connections are held open (below the cap)."""
+    done = threading.Event()
+    attack_statuses: dict[int, int] = {}
+
+    def attacker() -> None:
+        with httpx.Client(timeout=120) as session:
+            for upload in itertools.cycle(attacks()):
+                if done.is_set():
+                    return
+                try:
+                    status = send(session, url, upload).status_code
+                except httpx.HTTPError:
+                    status = 0
+                attack_statuses[status] = attack_statuses.get(status, 0) + 1
+
+    threads = [threading.Thread(target=attacker) for _ in range(attackers)]
+    with IdleConnections(url, idle):
+        for thread in threads:
+            thread.start()
+        time.sleep(2)  # the attack is under way
+        ordinary = run_clients(url, [("photo", photo, "multipart", True)], 1, seconds, 10_000)
+        done.set()
+        for thread in threads:
+            thread.join()
+    return {
+        "attackers": attackers,
+        "idle_connections": idle,
+        "ordinary_client": ordinary,
+        "attack_statuses": {str(k): v for k, v in sorted(attack_statuses.items())},
+    }
+
+
 def large_bursts(url: str, process: psutil.Process, bursts: int, clients: int) -> dict:
     """RSS after each burst of 40-megapixel uploads, ``clients`` at once, and after idling."""
     photo = photo_40_megapixels()
@@ -237,6 +369,10 @@ def main() -> None:
     )
     parser.add_argument("--hostile", action="store_true", help="mix in non-images and mutants")
     parser.add_argument("--large-bursts", type=int, default=0, help="bursts of 40 MP uploads")
+    parser.add_argument(
+        "--attackers", type=int, default=0, help="then: clients sending dear hostile requests"
+    )
+    parser.add_argument("--idle", type=int, default=0, help="with --attackers: idle connections")
     parser.add_argument("--out", type=Path, default=Path("bench/results/server.json"))
     args = parser.parse_args()
 
@@ -251,13 +387,20 @@ def main() -> None:
         process = psutil.Process(server.pid)
         warm = run_clients(url, uploads, args.clients, 60, 25)  # warm-up: 25 a client
         rss_before = process.memory_info().rss
-        load = run_clients(url, uploads, args.clients, args.seconds, args.per_client)
+        # Idle connections held open through the load too, below the cap with the clients.
+        with IdleConnections(url, args.idle):
+            load = run_clients(url, uploads, args.clients, args.seconds, args.per_client)
         served = load["requests"]
         while served < args.memory_requests:
             more = run_clients(url, uploads, args.clients, 600, 50)
             served += more["requests"]
         rss_after = process.memory_info().rss
         bursts = large_bursts(url, process, args.large_bursts, args.clients)
+        attacked = (
+            under_attack(url, photo, args.attackers, args.idle, args.seconds)
+            if args.attackers
+            else None
+        )
         alive = httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
     finally:
         server.terminate()
@@ -274,7 +417,8 @@ def main() -> None:
         "photo": "640x480 JPEG, one face",
         "uploads": (
             f"{len(uploads)} kinds: the photo, non-images and fuzzed images, "
-            "multipart, base64 JSON and raw bodies"
+            "multipart, base64 JSON and raw bodies; long boundaries and queries; a tiny WebP "
+            "of 40 MP, a TIFF of 20,000 chained directories, JSON of a million objects"
             if args.hostile
             else "the photo, multipart"
         ),
@@ -291,6 +435,8 @@ def main() -> None:
     }
     if args.large_bursts:
         results["large_bursts"] = bursts
+    if attacked:
+        results["under_attack"] = attacked
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     table = Table(title=f"{args.clients} clients, {load['seconds']} s, {results['uploads']}")
@@ -308,6 +454,13 @@ def main() -> None:
         f"{results['memory']['growth_mb']:+.1f} over {served} requests",
     )
     Console().print(table)
+    if attacked:
+        latency = attacked["ordinary_client"]["latency_ms"]
+        Console().print(
+            f"under attack ({args.attackers} attackers, {args.idle} idle connections): "
+            f"ordinary p50 {latency['p50']:.0f} ms, p95 {latency['p95']:.0f} ms; "
+            f"attack answers {attacked['attack_statuses']}"
+        )
     if args.large_bursts:
         Console().print(f"40 MP bursts: {bursts}")
 
