@@ -170,3 +170,20 @@ def test_the_api_takes_a_short_clip_and_answers_as_the_cli(clip, estimator):
 def test_the_python_api_iterates_a_video(clip, estimator):
     frames = list(estimator.video(str(clip[0]), every=2))
     assert len(frames) == len(clip[1]) and {f.track for faces in frames for f in faces} == {1, 2, 3}
+
+
+def test_a_variable_frame_rate_gives_each_frame_its_own_time(tmp_path: Path):
+    from fractions import Fraction
+
+    stamps = [0, 40, 80, 200, 240, 500, 540]  # milliseconds: gaps of 40, 120 and 260
+    path = tmp_path / "vfr.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for stamp in stamps:
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = stamp, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    assert [round(f.time * 1000) for f in read_frames(str(path))] == stamps
