@@ -187,3 +187,19 @@ def test_a_variable_frame_rate_gives_each_frame_its_own_time(tmp_path: Path):
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     assert [round(f.time * 1000) for f in read_frames(str(path))] == stamps
+
+
+def test_standard_input_reads_an_mp4_whole_and_streams_a_long_input(clip, tmp_path, monkeypatch):
+    from agelens.cli import video as video_command
+
+    path, _ = clip
+    whole = runner.invoke(app, ["video", "-", "--json"], input=path.read_bytes())
+    assert whole.exit_code == 0, whole.output
+    assert len(whole.stdout.splitlines()) == 3  # an MP4's index comes last: read whole
+    # Past the size read whole, the input is decoded as it comes (a stream format).
+    streamed_clip = tmp_path / "people.mkv"
+    make_clip(streamed_clip, sample_faces(), seconds=2, size=(480, 270), fps=25)
+    monkeypatch.setattr(video_command, "STDIN_WHOLE_BYTES", 1000)
+    streamed = runner.invoke(app, ["video", "-", "--json"], input=streamed_clip.read_bytes())
+    assert streamed.exit_code == 0, streamed.output
+    assert len(streamed.stdout.splitlines()) >= 2

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any, BinaryIO, TextIO
 
 import typer
 
@@ -99,7 +100,7 @@ def video(
             writer = stack.enter_context(_VideoWriter.open(annotated)) if annotated else None
             progress = stack.enter_context(progress_bar(None, unit="frames"))
             task = progress.add_task("Frames", total=None)
-            for frame in read_frames(sys.stdin.buffer if source == "-" else source):
+            for frame in read_frames(_standard_input() if source == "-" else source):
                 faces = tracker.update(frame)
                 if lines is not None:
                     lines.writelines(strict_json.dumps(f.to_dict()) + "\n" for f in faces)
@@ -118,6 +119,38 @@ def video(
             sys.stdout.write(strict_json.dumps(person.to_dict()) + "\n")
     else:
         _print_people(people, source)
+
+
+#: Standard input up to this size is read whole, so that an MP4 whose index comes last
+#: (most do) can be read from a pipe; a longer or endless stream is decoded as it comes.
+STDIN_WHOLE_BYTES = 64 * 2**20
+
+
+def _standard_input() -> BinaryIO:
+    head = sys.stdin.buffer.read(STDIN_WHOLE_BYTES + 1)
+    if len(head) <= STDIN_WHOLE_BYTES:
+        return io.BytesIO(head)
+    return _Prefixed(head, sys.stdin.buffer)
+
+
+class _Prefixed(io.RawIOBase):
+    """``head``, then the rest of ``stream``: a pipe whose start was read already."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self.head, self.stream = memoryview(head), stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.head:
+            count = min(len(buffer), len(self.head))
+            buffer[:count] = self.head[:count]
+            self.head = self.head[count:]
+            return count
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 @contextmanager
