@@ -16,6 +16,7 @@ import argparse
 import io
 import json
 import random
+import struct
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -89,6 +90,22 @@ def fuzz(inputs: int, seed: int = 0) -> dict[str, object]:
                 if len(untyped) < 10:
                     untyped.append(f"{name}: {type(error).__name__}: {error}")
     return {"inputs": sum(outcomes.values()), "outcomes": dict(outcomes), "untyped": untyped}
+
+
+def chained_tiff(count: int = 20_000) -> bytes:
+    """An 8x8 TIFF followed by ``count`` more image directories, each chained to the next."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, format="TIFF")
+    data = bytearray(buffer.getvalue())
+    first = struct.unpack("<I", data[4:8])[0]
+    entries = struct.unpack("<H", data[first : first + 2])[0]
+    directory = bytes(data[first + 2 : first + 2 + 12 * entries])
+    size, start = 2 + 12 * entries + 4, len(data)
+    struct.pack_into("<I", data, first + 2 + 12 * entries, start)
+    for index in range(count):
+        following = start + (index + 1) * size if index < count - 1 else 0
+        data += struct.pack("<H", entries) + directory + struct.pack("<I", following)
+    return bytes(data)
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
-from fuzz_decode import mutants, seeds  # the sibling script
+from fuzz_decode import chained_tiff, mutants, seeds  # the sibling script
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -80,24 +80,6 @@ def tiny_huge_webp() -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "WEBP", lossless=True, exif=exif)
     return buffer.getvalue()
-
-
-def chained_tiff(count: int = 20_000) -> bytes:
-    """An 8x8 TIFF followed by ``count`` more image directories, each chained to the next."""
-    import struct
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), "red").save(buffer, format="TIFF")
-    data = bytearray(buffer.getvalue())
-    first = struct.unpack("<I", data[4:8])[0]
-    entries = struct.unpack("<H", data[first : first + 2])[0]
-    directory = bytes(data[first + 2 : first + 2 + 12 * entries])
-    size, start = 2 + 12 * entries + 4, len(data)
-    struct.pack_into("<I", data, first + 2 + 12 * entries, start)
-    for index in range(count):
-        following = start + (index + 1) * size if index < count - 1 else 0
-        data += struct.pack("<H", entries) + directory + struct.pack("<I", following)
-    return bytes(data)
 
 
 def many_object_json() -> bytes:

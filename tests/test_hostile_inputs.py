@@ -23,7 +23,7 @@ from PIL import Image
 from agelens import load_image
 from agelens.errors import AgeLensError, NotAnImageError, TruncatedImageError
 from agelens.server import ServerSettings, create_app
-from bench.fuzz_decode import SEED_FORMATS, encoded, fuzz, mutants
+from bench.fuzz_decode import SEED_FORMATS, chained_tiff, encoded, fuzz, mutants
 
 
 def corpus() -> dict[str, bytes]:
@@ -440,30 +440,10 @@ def test_a_requests_log_line_is_bounded_whatever_its_query(client, caplog):
     assert "/v1/models (query 60" in lines[0]
 
 
-def _chained_tiff(count: int) -> bytes:
-    """An 8x8 TIFF followed by ``count`` more image directories (IFDs), each chained to the
-    next, as a 9 MB file can hold 90,000 of them."""
-    import struct
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), "red").save(buffer, format="TIFF")
-    data = bytearray(buffer.getvalue())
-    first = struct.unpack("<I", data[4:8])[0]
-    entries = struct.unpack("<H", data[first : first + 2])[0]
-    directory = bytes(data[first + 2 : first + 2 + 12 * entries])
-    size = 2 + 12 * entries + 4
-    start = len(data)
-    struct.pack_into("<I", data, first + 2 + 12 * entries, start)
-    for index in range(count):
-        following = start + (index + 1) * size if index < count - 1 else 0
-        data += struct.pack("<H", entries) + directory + struct.pack("<I", following)
-    return bytes(data)
-
-
 def test_a_tiff_of_many_chained_directories_is_refused_without_walking_them(client):
     import time
 
-    blob = _chained_tiff(20_000)  # 2.5 MB; counting its frames took seconds, and grows as n²
+    blob = chained_tiff(20_000)  # 2.5 MB; counting its frames took seconds, and grows as n²
     started = time.perf_counter()
     answer = client.post("/v1/estimate", files={"file": ("a.tif", blob, "image/tiff")})
     assert answer.status_code == 415 and "animated" in answer.json()["error"]
