@@ -28,7 +28,7 @@ from agelens.cli.common import (
 from agelens.decisions.gate import GatePolicy
 from agelens.errors import AgeLensError
 from agelens.models.bundles import DEFAULT_BUNDLE
-from agelens.video import AgeTracker, TrackedFace, TrackSummary, VideoError, read_frames
+from agelens.video import AgeTracker, TrackedFace, TrackSummary, read_frames
 from agelens.video.frames import Frame
 
 #: The columns of ``agelens video --csv``: one row per person.
@@ -107,9 +107,7 @@ def video(
                 if writer is not None:
                     writer.write(frame, faces)
                 progress.advance(task)
-    except VideoError as error:
-        raise fail(str(error)) from error
-    except AgeLensError as error:
+    except AgeLensError as error:  # VideoError among them
         raise fail(str(error)) from error
     people = tracker.finish()
     if csv_path is not None:

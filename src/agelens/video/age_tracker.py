@@ -130,14 +130,14 @@ class AgeTracker:
             )
         return shown
 
-    def decision(self, track: int, policy: GatePolicy) -> str | None:
-        """The gate's answer for a person so far: their steady age and interval, and
-        their best-judged face for the quality check; None before any estimate."""
-        steady, best = self.ages.get(track), self.best_face.get(track)
-        if steady is None or best is None:
+    def decision(self, face: TrackedFace, policy: GatePolicy) -> str | None:
+        """The gate's answer for ``face``'s person so far: their steady age and interval
+        (as ``face`` shows them), and their best-judged face for the quality check; None
+        before any estimate."""
+        best = self.best_face.get(face.track)
+        if best is None or face.age is None or face.interval is None:
             return None
-        age, interval = steady.summary()[:2]
-        return policy.decide(replace(best, age=age, interval=interval)).value
+        return policy.decide(replace(best, age=face.age, interval=face.interval)).value
 
     def finish(self) -> list[TrackSummary]:
         """Every person of the video, in the order their tracks started."""
@@ -154,12 +154,13 @@ class AgeTracker:
 
     def _summary(self, track: Track) -> TrackSummary:
         first, last, frames = self.seen.pop(track.number)
-        decision = None if self.policy is None else self.decision(track.number, self.policy)
         steady = self.ages.pop(track.number, None)
         best = self.best_face.pop(track.number, None)
         if steady is None or best is None:
             return TrackSummary(track.number, first, last, frames, None, None, None, None)
         age, interval, group, probability = steady.summary()
+        person = replace(best, age=age, interval=interval)
+        decision = None if self.policy is None else self.policy.decide(person).value
         return TrackSummary(
             track.number,
             first,
@@ -167,7 +168,7 @@ class AgeTracker:
             frames,
             age,
             interval,
-            replace(best, age=age, interval=interval).label,
+            person.label,
             {"label": group, "probability": round(probability, 4)},
             decision,
         )

@@ -20,6 +20,7 @@ It never narrows below ``sqrt(shared)`` of one frame's, however long the video.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,7 +52,9 @@ class SteadyAge:
         self.frames = 0
         self.first_time: float | None = None
         self.last_time = 0.0
-        self.classes: list[int] = []
+        #: Frames pooled per quality class: a count, not a list, so that a long track's
+        #: summary costs the same on its last frame as on its first.
+        self.classes: Counter[int] = Counter()
 
     def add(self, face: Face, time: float) -> None:
         """Pool one frame's face (estimated with ``distribution=True``)."""
@@ -63,7 +66,7 @@ class SteadyAge:
         self.pooled = contribution if self.pooled is None else self.pooled + contribution
         self.weight += weight
         self.frames += 1
-        self.classes.append(int(kind))
+        self.classes[int(kind)] += 1
         self.first_time = time if self.first_time is None else self.first_time
         self.last_time = time
 
@@ -85,7 +88,7 @@ class SteadyAge:
         distribution = (self.pooled / self.weight)[None, :]
         estimator = self.estimator
         # The class most of its frames had: how wide one frame's interval is for it.
-        kind = max(set(self.classes), key=self.classes.count)
+        kind = self.classes.most_common(1)[0][0]
         found = summarize(
             distribution,
             estimator.bundle.ages,

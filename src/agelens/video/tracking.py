@@ -12,9 +12,9 @@ gate: a face coming out from behind another looks half like each. A track whose 
 leaves the frame waits at the edge it left by, for twice as long: a person stepping out
 and back comes in where they left.
 
-Why not a Kalman filter or appearance features: faces in these videos move slowly next
-to their size, crossings are brief, and the identity that matters is what the age is
-pooled over. The measured identity switches on test clips are in ``docs/video.md``.
+Why not a Kalman filter: faces in these videos move slowly next to their size, and
+what keeps crossing people apart is how they look, which SORT-style trackers do not use.
+The measured identities kept on test clips are in ``docs/video.md``.
 """
 
 from __future__ import annotations
@@ -64,8 +64,6 @@ class Track:
     box: Box
     last_time: float
     velocity: tuple[float, float] = (0.0, 0.0)  # box centre, pixels a second
-    first_time: float = 0.0
-    frames: int = 1
     #: The face left the frame: the track waits at the edge, not moving.
     outside: bool = False
     looks: np.ndarray | None = None
@@ -110,7 +108,6 @@ class Track:
                     0.7 * vy + 0.3 * (ny - oy) / dt,
                 )
         self.box, self.last_time = box, time
-        self.frames += 1
 
 
 class FaceTracker:
@@ -152,7 +149,7 @@ class FaceTracker:
                 track.leave_if_out(time, size)
         for b, box in enumerate(boxes):
             if numbers[b] is None:
-                track = Track(self._next, box, time, first_time=time, looks=seen[b])
+                track = Track(self._next, box, time, looks=seen[b])
                 self.tracks.append(track)
                 numbers[b] = track.number
                 self._next += 1

@@ -65,8 +65,7 @@ def add_video_routes(app: FastAPI, max_upload_bytes: int, upload_route: dict[str
                 current.frames += 1
                 faces = current.tracker.update(frame)
                 decisions = [
-                    None if policy is None else current.tracker.decision(f.track, policy)
-                    for f in faces
+                    None if policy is None else current.tracker.decision(f, policy) for f in faces
                 ]
             return {
                 "width": int(image.shape[1]),
