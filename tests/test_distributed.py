@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -54,6 +56,15 @@ def _run(source: Path | str, out: Path, resume: bool = False, on_images=None, **
         on_images=on_images or (lambda n: None),
         **options,
     )
+
+
+def _lit_copies(folder: Path, astronaut, count: int, step: int) -> Path:
+    """``count`` distinct photos: the astronaut lit at 0.6 + index / ``step``."""
+    folder.mkdir()
+    for index in range(count):
+        lit = (astronaut * (0.6 + index / step)).clip(0, 255).astype(np.uint8)
+        Image.fromarray(lit).save(folder / f"{index:03d}.jpg")
+    return folder
 
 
 def _rows(out: Path) -> list[dict]:
@@ -126,11 +137,7 @@ def test_a_parquet_output_resumes_from_its_whole_parts(photos: Path, tmp_path: P
 
 
 def test_a_killed_actor_loses_no_image_and_writes_none_twice(astronaut, tmp_path: Path):
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for index in range(480):
-        dimmed = (astronaut * (0.6 + index / 400)).clip(0, 255).astype(np.uint8)
-        Image.fromarray(dimmed).save(folder / f"{index:03d}.jpg")
+    folder = _lit_copies(tmp_path / "many", astronaut, 480, 400)
     out = tmp_path / "ages.parquet"
     written = [0]
     killed: list[tuple[int, int]] = []  # (pid, rows written when it was killed)
@@ -186,14 +193,7 @@ def test_a_killed_actor_loses_no_image_and_writes_none_twice(astronaut, tmp_path
 def test_ctrl_c_stops_a_ray_run_soon_leaving_whole_parts_and_says_how_to_resume(
     astronaut, tmp_path: Path
 ):
-    import subprocess
-    import sys
-
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for index in range(600):
-        dimmed = (astronaut * (0.6 + index / 1000)).clip(0, 255).astype(np.uint8)
-        Image.fromarray(dimmed).save(folder / f"{index:03d}.jpg")
+    folder = _lit_copies(tmp_path / "many", astronaut, 600, 1000)
     out = tmp_path / "ages.parquet"
     command = [sys.executable, "-m", "agelens", "predict", str(folder), "--engine", "ray"]
     # A terminal's Ctrl-C: SIGINT with its default action (a shell's `&` would ignore it).
@@ -300,14 +300,7 @@ def test_a_bad_name_in_a_list_file_is_that_inputs_error_row(photos: Path, tmp_pa
 
 @pytest.mark.parametrize("name", ["ages.parquet", "ages.jsonl"])
 def test_resume_after_the_driver_is_killed_loses_no_row(astronaut, tmp_path: Path, name):
-    import subprocess
-    import sys
-
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for index in range(300):
-        dimmed = (astronaut * (0.6 + index / 800)).clip(0, 255).astype(np.uint8)
-        Image.fromarray(dimmed).save(folder / f"{index:03d}.jpg")
+    folder = _lit_copies(tmp_path / "many", astronaut, 300, 800)
     out = tmp_path / name
     command = [sys.executable, "-m", "agelens", "predict", str(folder), "--engine", "ray"]
     driver = subprocess.Popen(

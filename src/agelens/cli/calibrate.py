@@ -164,8 +164,5 @@ def calibrate(
 
 def _pooled(found: list[calibration.DomainFaces]) -> calibration.DomainFaces:
     """One domain's draws as one set of faces."""
-    return (
-        np.concatenate([f[0] for f in found]),
-        np.concatenate([f[1] for f in found]),
-        np.concatenate([f[2] for f in found]),
-    )
+    distributions, ages, classes = (np.concatenate(parts) for parts in zip(*found, strict=True))
+    return distributions, ages, classes

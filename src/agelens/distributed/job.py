@@ -129,17 +129,10 @@ def run(
 def _as_rows_name_it(name: str) -> str:
     """``./a/b.jpg`` as ``a/b.jpg``; a name no row can hold (bytes that are not UTF-8, a
     NUL) written escaped, so that it becomes that input's error row, not the job's end."""
-    if "\x00" in name or not name.isprintable() or _not_utf8(name):
+    # A NUL and the surrogates that stand for bytes that are not UTF-8 are unprintable.
+    if not name.isprintable():
         name = name.encode("unicode_escape", "backslashreplace").decode("ascii")
     return name if "://" in name else str(Path(name))
-
-
-def _not_utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 class OutputCheckError(ValueError):

@@ -154,15 +154,14 @@ def _resume_jsonl(path: Path) -> tuple[set[str], set[str]]:
 def check_output(path: Path, names: list[str]) -> list[str]:
     """The problems of the finished output, read back whole: an image written more than
     once, or one of ``names`` missing. Empty when every image is there once."""
+    images: list[str] = []
     if path.suffix.lower() == ".jsonl":
-        images = []
         with path.open("rb") as handle:
             for line in handle:
                 row = json.loads(line)
                 if int(row.get("face") or 0) <= 1:
                     images.append(row["image"])
     else:
-        images = []
         for part in sorted(path.glob("part-*.parquet")):
             table = pq.read_table(part, columns=["image", "face"]).to_pydict()
             images += [i for i, f in zip(table["image"], table["face"], strict=True) if f <= 1]
