@@ -203,3 +203,105 @@ def test_standard_input_reads_an_mp4_whole_and_streams_a_long_input(clip, tmp_pa
     streamed = runner.invoke(app, ["video", "-", "--json"], input=streamed_clip.read_bytes())
     assert streamed.exit_code == 0, streamed.output
     assert len(streamed.stdout.splitlines()) >= 2
+
+
+def test_a_phone_video_is_turned_upright(tmp_path: Path):
+    upright_path = tmp_path / "upright.mp4"
+    make_clip(upright_path, sample_faces(), seconds=0.2, size=(320, 180))
+    upright = next(read_frames(str(upright_path))).image.astype(int)
+    for degrees in (90, 180, 270):
+        path = tmp_path / f"turned{degrees}.mp4"
+        make_clip(path, sample_faces(), seconds=0.2, size=(320, 180), turned=degrees)
+        with av.open(str(path)) as container:
+            stored = next(container.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+        shown = next(read_frames(str(path))).image.astype(int)
+        assert shown.shape == upright.shape
+        assert np.abs(shown - upright).mean() < 3  # the same picture, but for compression
+        if degrees == 180:  # stored upside down: far from the upright picture
+            assert np.abs(stored - upright).mean() > 10
+        else:
+            assert stored.shape == (320, 180, 3)
+
+
+def test_a_stream_that_stalls_is_given_up_with_a_clear_error(tmp_path: Path):
+    import http.server
+    import socketserver
+    import threading
+    import time
+
+    path = tmp_path / "people.mkv"
+    make_clip(path, sample_faces(), seconds=1, size=(320, 180))
+    data, done = path.read_bytes(), threading.Event()
+
+    class Stalling(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # half the video, then nothing
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            done.wait(30)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Stalling)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/people.mkv"
+        started = time.monotonic()
+        result = runner.invoke(app, ["video", url, "--json", "--timeout", "1"])
+        assert time.monotonic() - started < 10
+        assert result.exit_code != 0 and "stalled: nothing for 1 s" in result.output
+        assert "Traceback" not in result.output
+    finally:
+        done.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_endless_stream_is_tracked_as_it_comes_in_bounded_memory(tmp_path: Path, estimator):
+    import os
+    import threading
+
+    import psutil
+
+    path = tmp_path / "people.mkv"
+    make_clip(path, sample_faces(), seconds=1, size=(320, 180))
+    pictures = [frame.image for frame in read_frames(str(path))]
+    read_end, write_end = os.pipe()
+    stop = threading.Event()
+
+    def endless() -> None:
+        """The clip again and again into the pipe, as MPEG-TS, until the test stops."""
+        try:
+            with os.fdopen(write_end, "wb") as pipe, av.open(pipe, "w", format="mpegts") as out:
+                stream = out.add_stream("mpeg4", rate=25)
+                stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+                index = 0
+                while not stop.is_set():
+                    picture = pictures[index % len(pictures)]
+                    out.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+                    index += 1
+        except (OSError, av.FFmpegError):
+            pass  # the reader closed the pipe
+
+    writer = threading.Thread(target=endless, daemon=True)
+    writer.start()
+    tracker, process, resident = AgeTracker(estimator, every=10), psutil.Process(), []
+    with os.fdopen(read_end, "rb") as pipe:
+        for frame in read_frames(pipe):
+            tracker.update(frame)
+            if frame.index % 100 == 0:
+                resident.append(process.memory_info().rss)
+            if frame.index == 700:
+                break
+        stop.set()
+    writer.join(10)
+    # 700 frames held would take 120 MB; streamed, the process hardly grows.
+    assert resident[-1] - resident[1] < 40 * 2**20
+    # The clip restarts every second, so people jump back: a track waits 4 s for its
+    # person and then ends, giving back its pooled state.
+    assert len(tracker.tracker.tracks) <= 3 * (1 + 4 + 1)
+    assert set(tracker.ages) <= {track.number for track in tracker.tracker.tracks}

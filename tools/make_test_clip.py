@@ -4,9 +4,11 @@ Each person is a face cut from a still photo, pasted on a plain background and m
 along a path: two walk towards each other and cross (the one in front hides the other
 for a moment), one walks out of the frame and comes back. The light changes slowly and
 the clip is compressed (MPEG-4 Part 2). Every frame's true box per person is written
-beside the clip, so identity switches can be counted.
+beside the clip, so identity switches can be counted. With ``--turned``, the frames are
+stored on their side and the file says how to turn them upright, as a phone's do.
 
-    python tools/make_test_clip.py --out clip.mp4 --seconds 10 --size 960x540 --fps 25
+    python tools/make_test_clip.py --out clip.mp4 --seconds 10 --size 960x540 --fps 25 \\
+        [--turned 90]
 
 Tests make small clips with :func:`make_clip`; the benchmark makes longer ones.
 """
@@ -17,6 +19,7 @@ import argparse
 import itertools
 import json
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,18 +76,25 @@ def make_clip(
     size: tuple[int, int] = (640, 360),
     fps: int = 25,
     people: list[Person] | None = None,
+    turned: int = 0,
 ) -> list[list[dict]]:
     """Write the clip; returns, per frame, each person in the frame: their number, true
-    box, and the share of it that people in front of them hide."""
+    box (in the upright frame), and the share of it that people in front of them hide.
+    ``turned`` (0, 90, 180 or 270; MP4 and MOV only): the frames are stored turned that
+    far counter-clockwise, and the file's display matrix turns them back clockwise."""
     import av
 
+    if turned % 90 or (turned and out.suffix.lower() not in {".mp4", ".mov"}):
+        raise ValueError("turned must be a multiple of 90, and needs an .mp4 or .mov")
     people = people or default_people(faces)
     width, height = size
+    quarter_turns = turned // 90 % 4
     count = round(seconds * fps)
     truth: list[list[dict]] = []
     with av.open(str(out), "w") as container:
         stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height = (height, width) if quarter_turns % 2 else (width, height)
+        stream.pix_fmt = "yuv420p"
         stream.bit_rate = 1_500_000
         for index in range(count):
             share = index / max(count - 1, 1)
@@ -112,11 +122,28 @@ def make_clip(
                 )
             light = 1.0 + 0.25 * math.sin(2 * math.pi * share)  # the light changes slowly
             canvas = ImageEnhance.Brightness(canvas).enhance(light)
-            frame = av.VideoFrame.from_ndarray(np.asarray(canvas), format="rgb24")
+            stored = np.ascontiguousarray(np.rot90(np.asarray(canvas), quarter_turns))
+            frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
             container.mux(stream.encode(frame))
             truth.append(boxes)
         container.mux(stream.encode())
+    if quarter_turns:
+        _set_display_turn(out, 90 * quarter_turns)
     return truth
+
+
+def _set_display_turn(path: Path, degrees: int) -> None:
+    """Write the clockwise turn into the video track's header matrix (ISO 14496-12
+    ``tkhd``), where phones record how they were held: FFmpeg's muxer keeps it at identity."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"tkhd")
+    # After the box type: version and flags (4), then times, track id and duration (20
+    # bytes in version 0, 32 in version 1), then layer, group, volume and reserved (16).
+    start = at + 8 + (32 if data[at + 4] == 1 else 20) + 16
+    cos, sin = round(math.cos(math.radians(degrees))), round(math.sin(math.radians(degrees)))
+    matrix = (cos << 16, sin << 16, 0, -sin << 16, cos << 16, 0, 0, 0, 1 << 30)
+    data[start : start + 36] = struct.pack(">9i", *matrix)
+    path.write_bytes(bytes(data))
 
 
 def _covered(box: list[float], other: list[float]) -> float:
@@ -146,10 +173,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--size", default="960x540")
     parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument(
+        "--turned", type=int, default=0, choices=(0, 90, 180, 270), help="store frames turned"
+    )
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     truth = make_clip(
-        args.out, sample_faces(), seconds=args.seconds, size=(width, height), fps=args.fps
+        args.out,
+        sample_faces(),
+        seconds=args.seconds,
+        size=(width, height),
+        fps=args.fps,
+        turned=args.turned,
     )
     args.out.with_suffix(".truth.json").write_text(json.dumps(truth) + "\n")
 

@@ -29,7 +29,7 @@ from agelens.decisions.gate import GatePolicy
 from agelens.errors import AgeLensError
 from agelens.models.bundles import DEFAULT_BUNDLE
 from agelens.video import AgeTracker, TrackedFace, TrackSummary, read_frames
-from agelens.video.frames import Frame
+from agelens.video.frames import STREAM_TIMEOUT_S, Frame
 
 #: The columns of ``agelens video --csv``: one row per person.
 CSV_COLUMNS = [
@@ -74,6 +74,10 @@ def video(
         Path | None,
         typer.Option("--out", help="Write the video with boxes, tracks and ages drawn (.mp4)."),
     ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(min=0.1, help="Give up a stream that sends nothing for this many seconds."),
+    ] = STREAM_TIMEOUT_S,
     precision: PrecisionOption = None,
 ) -> None:
     """Track every face through a video and give one steady age per person.
@@ -100,7 +104,8 @@ def video(
             writer = stack.enter_context(_VideoWriter.open(annotated)) if annotated else None
             progress = stack.enter_context(progress_bar(None, unit="frames"))
             task = progress.add_task("Frames", total=None)
-            for frame in read_frames(_standard_input() if source == "-" else source):
+            source_read = _standard_input() if source == "-" else source
+            for frame in read_frames(source_read, timeout=timeout):
                 faces = tracker.update(frame)
                 if lines is not None:
                     lines.writelines(strict_json.dumps(f.to_dict()) + "\n" for f in faces)

@@ -47,9 +47,15 @@ class Frame:
     rate: float = 25.0
 
 
-def read_frames(source: str | BinaryIO, *, max_pixels: int = MAX_FRAME_PIXELS) -> Iterator[Frame]:
+def read_frames(
+    source: str | BinaryIO,
+    *,
+    max_pixels: int = MAX_FRAME_PIXELS,
+    timeout: float | None = None,
+) -> Iterator[Frame]:
     """The frames of ``source`` (a path, an http(s)/rtsp URL, or a binary stream such as
-    standard input), upright, in order. Raises :class:`VideoError`."""
+    standard input), upright, in order. A stream that sends nothing for ``timeout``
+    seconds (default :data:`STREAM_TIMEOUT_S`) is given up. Raises :class:`VideoError`."""
     try:
         import av
     except ImportError as error:
@@ -57,9 +63,12 @@ def read_frames(source: str | BinaryIO, *, max_pixels: int = MAX_FRAME_PIXELS) -
     name = source if isinstance(source, str) else "<stream>"
     if isinstance(source, str) and "://" not in source and not Path(source).is_file():
         raise VideoError(f"{source}: no such file", "empty")
+    timeout = STREAM_TIMEOUT_S if timeout is None else timeout
     try:
-        container = av.open(source, timeout=STREAM_TIMEOUT_S)
+        container = av.open(source, timeout=timeout)
     except av.FFmpegError as error:
+        if isinstance(error, av.ExitError):  # PyAV cut the wait short: the timeout passed
+            raise VideoError(f"{name}: no answer for {timeout:g} s", "empty") from error
         raise VideoError(f"{name}: not a video AgeLens can read ({_reason(error)})") from error
     with container:
         if not container.streams.video:
@@ -79,6 +88,11 @@ def read_frames(source: str | BinaryIO, *, max_pixels: int = MAX_FRAME_PIXELS) -
                 yield Frame(count, _seconds(frame, stream, count), image, _rate(stream))
                 count += 1
         except av.FFmpegError as error:
+            if isinstance(error, av.ExitError):
+                raise VideoError(
+                    f"{name}: the stream stalled: nothing for {timeout:g} s after {count} frames",
+                    "empty",
+                ) from error
             if count == 0:
                 raise VideoError(f"{name}: cannot decode ({_reason(error)})") from error
             raise VideoError(
