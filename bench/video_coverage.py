@@ -15,39 +15,20 @@ it moves a frame.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agelens import AgeEstimator
 from agelens.data.datasets import read_dataset, select_split
-from agelens.pipeline.images import load_image
 from agelens.pipeline.runtime import machine_record
 from agelens.video import AgeTracker
-from agelens.video.frames import Frame
-
-
-def frames_of(face: Image.Image, rng: random.Random, count: int, fps: int) -> list[Frame]:
-    """The face on a plain 480x270 background, moving a little, its light changing."""
-    drift = (rng.uniform(-40, 40), rng.uniform(-15, 15))
-    light = (rng.uniform(0.75, 1.25), rng.uniform(0.75, 1.25))
-    frames = []
-    for index in range(count):
-        share = index / max(count - 1, 1)
-        side = round(150 * (1 + 0.1 * np.sin(2 * np.pi * share)))
-        canvas = Image.new("RGB", (480, 270), (118, 128, 140))
-        x = round(165 + drift[0] * share + rng.uniform(-2, 2))
-        y = round(60 + drift[1] * share + rng.uniform(-2, 2))
-        canvas.paste(face.resize((side, side)), (x, y))
-        canvas = ImageEnhance.Brightness(canvas).enhance(light[0] + (light[1] - light[0]) * share)
-        buffer = io.BytesIO()
-        canvas.save(buffer, "JPEG", quality=rng.randint(60, 90))
-        frames.append(Frame(index, index / fps, load_image(buffer.getvalue()), float(fps)))
-    return frames
+from tools.make_test_clip import face_frames
 
 
 def _settling(strays: list[float], moves: list[float]) -> dict:
@@ -83,7 +64,7 @@ def main() -> None:
         face = Image.open(sample.path).convert("RGB")
         tracker = AgeTracker(estimator)
         shown = []
-        for frame in frames_of(face, rng, round(args.seconds * fps), fps):
+        for frame in face_frames(face, rng, round(args.seconds * fps), fps):
             shown += [f for f in tracker.update(frame) if f.frame_age is not None]
         people = [p for p in tracker.finish() if p.interval is not None]
         if not people:

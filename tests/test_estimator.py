@@ -122,6 +122,26 @@ def test_flip_tta_changes_the_estimate_a_little(astronaut):
     assert plain != flipped and abs(plain - flipped) < 5
 
 
+def test_light_averages_each_face_over_its_relit_copies(estimator, astronaut):
+    from agelens.pipeline.network import LIGHT_GAINS
+
+    image = load_image(astronaut)
+    chip, _ = estimator.aligner.chip(image, estimator.estimate(image)[0].box)
+    chips = np.stack([chip])
+    relit = [
+        np.clip(chips.astype(np.float32) * gain, 0, 255).astype(np.uint8) for gain in LIGHT_GAINS
+    ]
+    expected = np.mean([estimator.model.distributions(c, flip=True) for c in relit], axis=0)
+    found = estimator.model.distributions(chips, flip=True, light=True)
+    np.testing.assert_allclose(found, expected, atol=1e-6)
+    assert found.sum() == pytest.approx(1.0, abs=1e-4)
+    assert not np.allclose(found, estimator.model.distributions(chips, flip=True), atol=1e-4)
+    # Photos are read as they are; video asks for the relit copies.
+    assert (
+        estimator.estimate_arrays([image], light=True)[0][0].age != estimator.estimate(image)[0].age
+    )
+
+
 def test_other_group_schemes(astronaut):
     face = AgeEstimator(groups="13,31,51").estimate(astronaut)[0]
     assert set(face.group_probabilities) == {"0-12", "13-30", "31-50", "51+"}

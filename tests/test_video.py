@@ -88,6 +88,27 @@ def test_the_interval_narrows_only_as_far_as_frames_are_different_views(clip):
         assert min(series) >= 0.85 * series[0] * 0.9
 
 
+def test_a_bundles_fitted_video_scale_widens_each_tracks_interval(clip, monkeypatch):
+    estimator = AgeEstimator()
+    frames = list(read_frames(str(clip[0])))[:10]
+
+    def last_shown(scale: float):
+        calibration = {
+            **estimator.bundle.manifest["calibration"],
+            "video": {"interval_scale": scale},
+        }
+        monkeypatch.setitem(estimator.bundle.manifest, "calibration", calibration)
+        tracker = AgeTracker(estimator)
+        for frame in frames:
+            shown = tracker.update(frame)
+        return min(shown, key=lambda face: face.track)
+
+    one, two = last_shown(1.0), last_shown(2.0)
+    assert two.age == pytest.approx(one.age)
+    assert two.interval[1] - two.age == pytest.approx(2 * (one.interval[1] - one.age))
+    assert two.age - two.interval[0] == pytest.approx(2 * (one.age - one.interval[0]))
+
+
 def test_every_nth_frame_tracks_on_every_frame(clip):
     path, _ = clip
     result = runner.invoke(app, ["video", str(path), "--json", "--every", "5"])

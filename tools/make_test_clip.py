@@ -10,15 +10,19 @@ stored on their side and the file says how to turn them upright, as a phone's do
     python tools/make_test_clip.py --out clip.mp4 --seconds 10 --size 960x540 --fps 25 \\
         [--turned 90]
 
-Tests make small clips with :func:`make_clip`; the benchmark makes longer ones.
+Tests make small clips with :func:`make_clip`; the benchmark makes longer ones. For
+interval coverage, :func:`face_frames` makes a labelled face crop into a short clip of
+its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import json
 import math
+import random
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance
+
+from agelens.pipeline.images import load_image
+from agelens.video.frames import Frame
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,27 @@ def _covered(box: list[float], other: list[float]) -> float:
     if width <= 0 or height <= 0:
         return 0.0
     return width * height / ((box[2] - box[0]) * (box[3] - box[1]))
+
+
+def face_frames(face: Image.Image, rng: random.Random, count: int, fps: int) -> list[Frame]:
+    """One face crop as a clip of its own, in memory: on a plain 480x270 background,
+    drifting, growing and shrinking a little, its light changing from one level to another,
+    each frame JPEG-compressed (quality 60-90)."""
+    drift = (rng.uniform(-40, 40), rng.uniform(-15, 15))
+    light = (rng.uniform(0.75, 1.25), rng.uniform(0.75, 1.25))
+    frames = []
+    for index in range(count):
+        share = index / max(count - 1, 1)
+        side = round(150 * (1 + 0.1 * np.sin(2 * np.pi * share)))
+        canvas = Image.new("RGB", (480, 270), (118, 128, 140))
+        x = round(165 + drift[0] * share + rng.uniform(-2, 2))
+        y = round(60 + drift[1] * share + rng.uniform(-2, 2))
+        canvas.paste(face.resize((side, side)), (x, y))
+        canvas = ImageEnhance.Brightness(canvas).enhance(light[0] + (light[1] - light[0]) * share)
+        buffer = io.BytesIO()
+        canvas.save(buffer, "JPEG", quality=rng.randint(60, 90))
+        frames.append(Frame(index, index / fps, load_image(buffer.getvalue()), float(fps)))
+    return frames
 
 
 def sample_faces() -> list[Image.Image]:

@@ -149,11 +149,14 @@ class AgeEstimator:
         distribution: bool = False,
         groups: str | GroupScheme | None = None,
         tta: bool | None = None,
+        light: bool = False,
     ) -> list[list[Face]]:
         """As :meth:`estimate_many`, for images already in memory as arrays.
 
         Each is checked and made contiguous as :func:`load_image` does (a view such as
         ``a[::2, ::2]`` is a valid image; an empty one raises :class:`EmptyImageError`).
+        ``light=True`` also reads each face relit darker and brighter, and averages: what
+        video frames use (:data:`~agelens.pipeline.network.LIGHT_GAINS`).
         """
         images = [load_image(image, max_pixels=self.max_pixels) for image in images]
         scheme = self.groups if groups is None else resolve_scheme(groups)
@@ -168,7 +171,7 @@ class AgeEstimator:
         if not chips:
             return faces
         flip = self.tta if tta is None else tta
-        distributions = self.model.distributions(np.stack(chips), flip=flip)
+        distributions = self.model.distributions(np.stack(chips), flip=flip, light=light)
         qualities = measure_many([(images[c.image_index], c.landmarks) for c in crops])
         limits = self.bundle.quality_limits
         summary = summarize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -90,7 +91,9 @@ def video(
     """
     if buffer is not None and over is None:
         raise fail("--buffer needs --over", 2)
-    estimator = make_estimator(model, groups, None, precision)
+    # One frame at a time: each network run gets every core (2.85x real time against
+    # 2.07x with one thread, docs/video.md).
+    estimator = make_estimator(model, groups, None, precision, threads=os.cpu_count() or 1)
     policy: GatePolicy | None = None
     if over is not None:
         try:

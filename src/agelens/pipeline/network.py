@@ -1,4 +1,5 @@
-"""The age network: one onnxruntime session, batched, with optional flip test-time augmentation."""
+"""The age network: one onnxruntime session, batched, with optional test-time augmentation:
+the chip mirrored, and (for video) the chip's light scaled."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ from agelens.models.bundles import Bundle
 from agelens.pipeline.runtime import open_session
 
 BATCH_SIZE = 64
+#: The chip's light, scaled, for :meth:`AgeModel.distributions` with ``light=True``. The
+#: networks read one face differently as its light changes (cydral-v1: a face reads
+#: 28-35 years as its light goes from 0.75 to 1.25 of itself); a video's frames of one
+#: person are lit differently, and averaging each over these levels makes its reading
+#: depend less on the light of the moment (``docs/video.md``).
+LIGHT_GAINS = (0.85, 1.0, 1.15)
 
 
 class AgeModel:
@@ -28,23 +35,27 @@ class AgeModel:
                 f"the manifest lists {len(self.bundle.ages)} ages"
             )
 
-    def distributions(self, chips: NDArray[np.uint8], *, flip: bool) -> NDArray[np.float32]:
-        """``[N, size, size, 3]`` RGB chips -> ``[N, classes]`` probabilities (rows sum to 1)."""
+    def distributions(
+        self, chips: NDArray[np.uint8], *, flip: bool, light: bool = False
+    ) -> NDArray[np.float32]:
+        """``[N, size, size, 3]`` RGB chips -> ``[N, classes]`` probabilities (rows sum to 1);
+        with ``flip`` and ``light``, each chip's mean over its mirrored and relit copies."""
         if len(chips) == 0:
             return np.zeros((0, len(self.bundle.ages)), dtype=np.float32)
-        batch = chips
+        copies = [chips]
+        if light:
+            copies = [_relit(chips, gain) for gain in LIGHT_GAINS]
         if flip:
-            # Flipped copies join the same batches; the two halves are averaged after.
-            batch = np.concatenate([chips, chips[:, :, ::-1]])
+            copies += [copy[:, :, ::-1] for copy in copies]
+        # The copies join the same batches; each chip's copies are averaged after.
+        batch = np.concatenate(copies)
         probabilities = np.concatenate(
             [
                 self._run(batch[start : start + BATCH_SIZE])
                 for start in range(0, len(batch), BATCH_SIZE)
             ]
         )
-        if flip:
-            probabilities = (probabilities[: len(chips)] + probabilities[len(chips) :]) / 2
-        return probabilities
+        return probabilities.reshape(len(copies), len(chips), -1).mean(axis=0)
 
     def _run(self, chips: NDArray[np.uint8]) -> NDArray[np.float32]:
         inputs = network_input(chips, self.bundle)
@@ -52,6 +63,12 @@ class AgeModel:
         if not self.bundle.manifest["output"].get("softmax_in_graph", True):
             outputs = _softmax(outputs)
         return outputs.astype(np.float32, copy=False)
+
+
+def _relit(chips: NDArray[np.uint8], gain: float) -> NDArray[np.uint8]:
+    if gain == 1.0:
+        return chips
+    return np.clip(chips.astype(np.float32) * gain, 0, 255).astype(np.uint8)
 
 
 def network_input(chips: NDArray[np.uint8], bundle: Bundle) -> NDArray[np.float32]:

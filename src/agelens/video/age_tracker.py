@@ -108,7 +108,7 @@ class AgeTracker:
         """The faces of ``frame``, each with its track and its person's steady age."""
         faces: list[Face] | None = None
         if frame.index % self.every == 0:
-            faces = self.estimator.estimate_arrays([frame.image], distribution=True)[0]
+            faces = self.estimator.estimate_arrays([frame.image], distribution=True, light=True)[0]
             boxes = [face.box for face in faces]
         else:
             boxes = [found.box for found in self.estimator.detector.detect(frame.image)]
