@@ -1,6 +1,7 @@
 """One steady, honest age per tracked person, pooled over the frames of their face.
 
-**The estimate.** Each frame gives the network's age distribution for the face. A track's
+**The estimate.** Each frame gives the network's age distribution for the face, read at
+three light levels (:data:`~agelens.pipeline.network.LIGHT_GAINS`). A track's
 distribution is their weighted mean, each frame weighted by how well its face can be
 judged (:data:`QUALITY_WEIGHTS`); its age is that distribution's mean. A running mean
 moves less with every frame it holds, so the shown age settles within a second or two
@@ -19,7 +20,8 @@ It never narrows below ``sqrt(shared)`` of one frame's, however long the video.
 **Fitted on clips.** The bundle's intervals were calibrated on photos; video frames are
 relit and compressed, and pooled. Where the bundle's calibration holds a ``video``
 entry (``tools/fit_video_intervals.py``), the track's interval is also scaled by its
-``interval_scale``: the scale that made tracks of validation faces' clips cover 90%.
+``interval_scale``: the scale, 1 or more, that made tracks of clips of the faces the
+bundle was calibrated on cover 90%.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ QUALITY_WEIGHTS = {
 }
 #: The share of a face's frame-to-frame error variance that every frame shares
 #: (``bench/results/frame_correlation.json``, cydral-v1 on UTKFace val).
-SHARED_SHARE = 0.85
+SHARED_SHARE = 0.87
 #: Frames a second that count as different views of a face.
 VIEWS_PER_SECOND = 2.0
 
