@@ -5,13 +5,12 @@ A track's interval is the bundle's calibrated interval of its pooled distributio
 narrowed as far as its frames are different views. The bundle was calibrated on photos;
 video frames are relit and compressed, and a track pools them. So each of a seeded
 sample of the UTKFace faces the bundle was calibrated on (its calibration's split) is
-made into a clip of itself
-(:func:`tools.make_test_clip.face_frames`), tracked, and the scale that makes the final
-intervals cover 90% of the true ages is the split-conformal quantile of each face's
-needed scale. The scale only widens: how far a track narrows is the shared-error model's
-(``agelens.video.steady``), and a fit on the faces a bundle was calibrated on is
-optimistic, so a fitted scale under 1 is recorded but not applied. ``agelens calibrate`` replaces the calibration, and this with it: fit again
-after it.
+made into a clip of itself (:func:`tools.make_test_clip.face_frames`) and tracked; the
+scale that makes the final intervals cover 90% of the true ages is the split-conformal
+quantile of each face's needed scale. The scale only widens: how far a track narrows is
+the shared-error model's (``agelens.video.steady``), and a fit on the faces a bundle was
+calibrated on is optimistic, so a fitted scale under 1 is recorded but not applied.
+``agelens calibrate`` replaces the calibration, and this with it: fit again after it.
 
     python tools/fit_video_intervals.py --data data -m cydral-v1 --faces 800 --seconds 3
 """
