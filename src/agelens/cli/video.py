@@ -91,8 +91,8 @@ def video(
     """
     if buffer is not None and over is None:
         raise fail("--buffer needs --over", 2)
-    # One frame at a time: each network run gets every core (2.85x real time against
-    # 2.07x with one thread, docs/video.md).
+    # One frame at a time: each network run gets every core (2.76x real time against
+    # 2.13x with one thread, bench/results/video.json).
     estimator = make_estimator(model, groups, None, precision, threads=os.cpu_count() or 1)
     policy: GatePolicy | None = None
     if over is not None:
@@ -107,8 +107,8 @@ def video(
             writer = stack.enter_context(_VideoWriter.open(annotated)) if annotated else None
             progress = stack.enter_context(progress_bar(None, unit="frames"))
             task = progress.add_task("Frames", total=None)
-            source_read = _standard_input() if source == "-" else source
-            for frame in read_frames(source_read, timeout=timeout):
+            readable = _standard_input() if source == "-" else source
+            for frame in read_frames(readable, timeout=timeout):
                 faces = tracker.update(frame)
                 if lines is not None:
                     lines.writelines(strict_json.dumps(f.to_dict()) + "\n" for f in faces)
