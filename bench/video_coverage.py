@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agelens import AgeEstimator
 from agelens.data.datasets import read_dataset, select_split
 from agelens.pipeline.runtime import machine_record
-from agelens.video import AgeTracker
-from tools.make_test_clip import face_frames
+from tools.make_test_clip import track_face_clip
 
 
 def _settling(strays: list[float], moves: list[float]) -> dict:
@@ -57,20 +56,15 @@ def main() -> None:
     samples = select_split(read_dataset(f"utkface:{args.data}/UTKFace"), "test")
     samples = random.Random(0).sample(samples, min(args.faces, len(samples)))
     estimator = AgeEstimator(args.model)
-    rng, fps = random.Random(1), 25
+    rng = random.Random(1)
     track_hits, frame_hits, widths, frame_widths, found = [], [], [], [], 0
     strays, moves = [], []
     for sample in samples:
         face = Image.open(sample.path).convert("RGB")
-        tracker = AgeTracker(estimator)
-        shown = []
-        for frame in face_frames(face, rng, round(args.seconds * fps), fps):
-            shown += [f for f in tracker.update(frame) if f.frame_age is not None]
-        people = [p for p in tracker.finish() if p.interval is not None]
-        if not people:
+        person, shown = track_face_clip(estimator, face, rng, args.seconds)
+        if person is None or person.interval is None:
             continue
         found += 1
-        person = max(people, key=lambda p: p.frames)
         low, high = person.interval
         track_hits.append(low <= sample.age <= high)
         widths.append(high - low)

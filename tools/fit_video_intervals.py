@@ -30,8 +30,7 @@ from rich.progress import track
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agelens import AgeEstimator, strict_json
 from agelens.data.datasets import read_dataset, select_split
-from agelens.video import AgeTracker
-from tools.make_test_clip import face_frames
+from tools.make_test_clip import track_face_clip
 
 LEVEL = 0.9
 
@@ -59,16 +58,11 @@ def main() -> None:
     samples = select_split(read_dataset(f"utkface:{args.data}/UTKFace"), split)
     samples = random.Random(0).sample(samples, min(args.faces, len(samples)))
     current = float((calibration.get("video") or {}).get("interval_scale", 1.0))
-    rng, fps, scales = random.Random(1), 25, []
+    rng, scales = random.Random(1), []
     for sample in track(samples, description="Clips"):
-        tracker = AgeTracker(estimator)
         face = Image.open(sample.path).convert("RGB")
-        for frame in face_frames(face, rng, round(args.seconds * fps), fps):
-            tracker.update(frame)
-        people = [p for p in tracker.finish() if p.age is not None and p.interval is not None]
-        if people:
-            person = max(people, key=lambda p: p.frames)
-            assert person.age is not None and person.interval is not None
+        person, _ = track_face_clip(estimator, face, rng, args.seconds)
+        if person is not None and person.age is not None and person.interval is not None:
             scales.append(needed_scale(person.age, person.interval, float(sample.age)))
     rank = min(1.0, LEVEL * (1 + 1 / len(scales)))
     factor = float(np.quantile(scales, rank, method="higher"))

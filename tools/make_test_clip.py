@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from agelens.estimator import AgeEstimator
 from agelens.pipeline.images import load_image
+from agelens.video import AgeTracker, TrackedFace, TrackSummary
 from agelens.video.frames import Frame
 
 
@@ -181,6 +183,19 @@ def face_frames(face: Image.Image, rng: random.Random, count: int, fps: int) -> 
         canvas.save(buffer, "JPEG", quality=rng.randint(60, 90))
         frames.append(Frame(index, index / fps, load_image(buffer.getvalue()), float(fps)))
     return frames
+
+
+def track_face_clip(
+    estimator: AgeEstimator, face: Image.Image, rng: random.Random, seconds: float, fps: int = 25
+) -> tuple[TrackSummary | None, list[TrackedFace]]:
+    """A face crop's clip (:func:`face_frames`), tracked: the person tracked longest (None
+    when no track got an age), and every face whose age was estimated, frame by frame."""
+    tracker = AgeTracker(estimator)
+    shown: list[TrackedFace] = []
+    for frame in face_frames(face, rng, round(seconds * fps), fps):
+        shown += [found for found in tracker.update(frame) if found.frame_age is not None]
+    people = [person for person in tracker.finish() if person.interval is not None]
+    return (max(people, key=lambda person: person.frames) if people else None), shown
 
 
 def sample_faces() -> list[Image.Image]:

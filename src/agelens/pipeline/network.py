@@ -42,9 +42,7 @@ class AgeModel:
         with ``flip`` and ``light``, each chip's mean over its mirrored and relit copies."""
         if len(chips) == 0:
             return np.zeros((0, len(self.bundle.ages)), dtype=np.float32)
-        copies = [chips]
-        if light:
-            copies = [_relit(chips, gain) for gain in LIGHT_GAINS]
+        copies = [_relit(chips, gain) for gain in LIGHT_GAINS] if light else [chips]
         if flip:
             copies += [copy[:, :, ::-1] for copy in copies]
         # The copies join the same batches; each chip's copies are averaged after.

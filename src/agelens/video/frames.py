@@ -51,11 +51,11 @@ def read_frames(
     source: str | BinaryIO,
     *,
     max_pixels: int = MAX_FRAME_PIXELS,
-    timeout: float | None = None,
+    timeout: float = STREAM_TIMEOUT_S,
 ) -> Iterator[Frame]:
     """The frames of ``source`` (a path, an http(s)/rtsp URL, or a binary stream such as
     standard input), upright, in order. A stream that sends nothing for ``timeout``
-    seconds (default :data:`STREAM_TIMEOUT_S`) is given up. Raises :class:`VideoError`."""
+    seconds is given up. Raises :class:`VideoError`."""
     try:
         import av
     except ImportError as error:
@@ -63,7 +63,6 @@ def read_frames(
     name = source if isinstance(source, str) else "<stream>"
     if isinstance(source, str) and "://" not in source and not Path(source).is_file():
         raise VideoError(f"{source}: no such file", "empty")
-    timeout = STREAM_TIMEOUT_S if timeout is None else timeout
     try:
         container = av.open(source, timeout=timeout)
     except av.FFmpegError as error:
