@@ -132,13 +132,14 @@ def test_light_averages_each_face_over_its_relit_copies(estimator, astronaut):
         np.clip(chips.astype(np.float32) * gain, 0, 255).astype(np.uint8) for gain in LIGHT_GAINS
     ]
     expected = np.mean([estimator.model.distributions(c, flip=True) for c in relit], axis=0)
-    found = estimator.model.distributions(chips, flip=True, light=True)
+    found = estimator.model.distributions(chips, flip=True, gains=LIGHT_GAINS)
     np.testing.assert_allclose(found, expected, atol=1e-6)
     assert found.sum() == pytest.approx(1.0, abs=1e-4)
     assert not np.allclose(found, estimator.model.distributions(chips, flip=True), atol=1e-4)
     # Photos are read as they are; video asks for the relit copies.
     assert (
-        estimator.estimate_arrays([image], light=True)[0][0].age != estimator.estimate(image)[0].age
+        estimator.estimate_arrays([image], gains=LIGHT_GAINS)[0][0].age
+        != estimator.estimate(image)[0].age
     )
 
 

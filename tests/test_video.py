@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,10 @@ av = pytest.importorskip("av")
 
 from agelens.cli.main import app  # noqa: E402
 from agelens.estimator import AgeEstimator  # noqa: E402
+from agelens.pipeline.network import LIGHT_GAINS  # noqa: E402
 from agelens.video import AgeTracker, VideoError, read_frames  # noqa: E402
+from agelens.video.frames import Frame, LatestFrames  # noqa: E402
+from agelens.video.reads import SETTLING_SECONDS, ReadBudget  # noqa: E402
 from tools.make_test_clip import make_clip, sample_faces  # noqa: E402
 
 runner = CliRunner()
@@ -61,11 +68,11 @@ def test_each_person_keeps_one_track_and_one_steady_age(clip, tmp_path: Path):
         kept = max(tracks.count(t) for t in set(tracks)) / len(tracks)
         assert kept >= 0.8, (person, kept)
     # The shown age settles: after the first second it moves little from frame to frame,
-    # far less than each frame's own estimate.
+    # far less than the estimates of the frames read.
     for track in {r["track"] for r in rows}:
         mine = [r for r in rows if r["track"] == track and r["time"] >= 1.0]
         shown = np.array([r["age"] for r in mine])
-        own = np.array([r["frame_age"] for r in mine])
+        own = np.array([r["frame_age"] for r in mine if r["frame_age"] is not None])
         if len(shown) > 5:
             assert np.abs(np.diff(shown)).mean() < 0.3
             assert np.abs(np.diff(shown)).mean() < np.abs(np.diff(own)).mean()
@@ -157,8 +164,103 @@ def test_frames_too_large_are_refused(clip):
         next(read_frames(str(clip[0]), max_pixels=1000))
 
 
+def test_a_new_track_is_read_every_frame_then_a_few_times_a_second():
+    budget = ReadBudget(reads_per_second=2)
+    reads = []
+    for frame in range(100):  # 4 s at 25 fps
+        time = frame / 25
+        if budget.due(7, time):
+            reads.append((frame, budget.gains(7)))
+            budget.read(7, time)
+    frames = [frame for frame, _ in reads]
+    dense = round(SETTLING_SECONDS * 25)
+    assert frames[:dense] == list(range(dense))
+    later = np.diff(frames[dense - 1 :])
+    assert later.min() >= 12 and later.max() <= 13  # 2 a second at 25 fps
+    assert [gains for _, gains in reads[:6]] == [(g,) for g in LIGHT_GAINS] * 2
+    assert ReadBudget(every_light=True).gains(7) == LIGHT_GAINS
+    budget.forget(7)
+    assert budget.due(7, 4.0) and budget.gains(7) == (LIGHT_GAINS[0],)
+    with pytest.raises(ValueError, match="above 0"):
+        ReadBudget(reads_per_second=0)
+
+
+def test_the_tracker_reads_each_face_as_its_budget_says(clip, estimator):
+    path, truth = clip
+    seconds = len(truth) / 25
+    for budget, most in (
+        (ReadBudget(reads_per_second=2), 25 * SETTLING_SECONDS + 2 * seconds + 1),
+        (ReadBudget(math.inf, every_light=True), len(truth)),
+    ):
+        tracker = AgeTracker(estimator, budget=budget)
+        rows = [face for frame in read_frames(str(path)) for face in tracker.update(frame)]
+        by_track: dict[int, list] = {}
+        for row in rows:
+            by_track.setdefault(row.track, []).append(row)
+        for mine in by_track.values():
+            read = sum(row.frame_age is not None for row in mine)
+            assert read <= most
+            if math.isinf(budget.reads_per_second):
+                assert read == len(mine)  # every frame the face is seen
+        assert all(person.age is not None for person in tracker.finish())
+
+
+def test_a_live_source_faster_than_the_machine_never_falls_behind(clip, estimator):
+    """Frames sent at twice the rate the tracker reads them: the newest is taken each
+    time, the rest are dropped and counted, and no answer is over a second late."""
+    (first, *_) = list(itertools.islice(read_frames(str(clip[0])), 1))
+    # Every face of every frame read at six copies: a cost that stays the same.
+    tracker = AgeTracker(estimator, budget=ReadBudget(math.inf, every_light=True))
+    tracker.update(Frame(0, 0.0, first.image))
+    started = time.perf_counter()
+    for index in range(1, 9):
+        tracker.update(Frame(index, index / 25, first.image))
+    cost = (time.perf_counter() - started) / 8
+    sent: dict[int, float] = {}
+
+    def camera() -> Iterator[Frame]:
+        index = 0
+        while time.perf_counter() - started < 3 * cost + 2.0:
+            sent[index] = time.perf_counter()
+            yield Frame(index, sent[index] - started, first.image)
+            index += 1
+            time.sleep(cost / 2)
+
+    latest = LatestFrames(camera())
+    late, done = [], 0
+    for frame in latest:
+        tracker.update(frame)
+        late.append(time.perf_counter() - sent[frame.index])
+        done += 1
+    assert latest.received == len(sent) and latest.dropped + done == len(sent)
+    assert latest.dropped >= len(sent) / 4 and done >= 2
+    assert max(late) < 1.0
+
+
+def test_a_live_source_that_fails_fails_in_the_caller():
+    def broken() -> Iterator[Frame]:
+        yield Frame(0, 0.0, np.zeros((8, 8, 3), np.uint8))
+        raise VideoError("the stream stalled")
+
+    with pytest.raises(VideoError, match="stalled"):
+        list(LatestFrames(broken()))
+
+
+def test_the_command_line_reports_what_a_live_reading_dropped(clip):
+    path, truth = clip
+    result = runner.invoke(app, ["video", str(path), "--json", "--live"])
+    assert result.exit_code == 0, result.output
+    *people, summary = [json.loads(line) for line in result.stdout.splitlines()]
+    assert people and all("track" in person for person in people)
+    assert summary["live"]["frames_received"] == len(truth)
+    assert 0 <= summary["live"]["frames_dropped"] < len(truth)
+    plain = runner.invoke(app, ["video", str(path), "--json"])
+    assert all("live" not in json.loads(line) for line in plain.stdout.splitlines())
+
+
 def test_bad_options_are_usage_errors(clip):
     assert runner.invoke(app, ["video", str(clip[0]), "--every", "0"]).exit_code == 2
+    assert runner.invoke(app, ["video", str(clip[0]), "--reads-per-second", "0"]).exit_code == 2
     assert runner.invoke(app, ["video", str(clip[0]), "--buffer", "7"]).exit_code == 2
 
 

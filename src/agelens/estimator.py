@@ -19,6 +19,7 @@ from agelens.pipeline.estimates import DEFAULT_INTERVAL_LEVEL, Face, ceilings, s
 from agelens.pipeline.faces import (
     DEFAULT_MIN_FACE,
     DEFAULT_MIN_SCORE,
+    Detection,
     FaceDetector,
 )
 from agelens.pipeline.images import DEFAULT_MAX_PIXELS, ImageSource, RGBImage, load_image
@@ -149,21 +150,25 @@ class AgeEstimator:
         distribution: bool = False,
         groups: str | GroupScheme | None = None,
         tta: bool | None = None,
-        light: bool = False,
+        gains: Sequence[float] = (1.0,),
+        detections: Sequence[Sequence[Detection]] | None = None,
     ) -> list[list[Face]]:
         """As :meth:`estimate_many`, for images already in memory as arrays.
 
         Each is checked and made contiguous as :func:`load_image` does (a view such as
         ``a[::2, ::2]`` is a valid image; an empty one raises :class:`EmptyImageError`).
-        ``light=True`` also reads each face relit darker and brighter, and averages: what
-        video frames use (:data:`~agelens.pipeline.network.LIGHT_GAINS`).
+        ``gains`` reads each face at each of these light levels, and averages (video
+        frames: :data:`~agelens.pipeline.network.LIGHT_GAINS`, or one of them a frame).
+        ``detections``, one list per image, are faces the detector already found in them:
+        only those are estimated, and nothing is detected again.
         """
         images = [load_image(image, max_pixels=self.max_pixels) for image in images]
         scheme = self.groups if groups is None else resolve_scheme(groups)
         crops: list[_FaceCrop] = []
         chips: list[np.ndarray] = []
         for index, image in enumerate(images):
-            for box, score, fit_box in self._face_boxes(image, boxes, aligned):
+            found = None if detections is None else detections[index]
+            for box, score, fit_box in self._face_boxes(image, boxes, aligned, found):
                 chip, landmarks = self.aligner.chip(image, fit_box)
                 crops.append(_FaceCrop(index, box, score, landmarks))
                 chips.append(chip)
@@ -171,7 +176,7 @@ class AgeEstimator:
         if not chips:
             return faces
         flip = self.tta if tta is None else tta
-        distributions = self.model.distributions(np.stack(chips), flip=flip, light=light)
+        distributions = self.model.distributions(np.stack(chips), flip=flip, gains=gains)
         qualities = measure_many([(images[c.image_index], c.landmarks) for c in crops])
         limits = self.bundle.quality_limits
         summary = summarize(
@@ -270,7 +275,11 @@ class AgeEstimator:
         )
 
     def _face_boxes(
-        self, image: RGBImage, boxes: Sequence[Sequence[float]] | None, aligned: bool
+        self,
+        image: RGBImage,
+        boxes: Sequence[Sequence[float]] | None,
+        aligned: bool,
+        found: Sequence[Detection] | None = None,
     ) -> list[tuple[Box, float | None, Box]]:
         """(reported box, detector score, box in the landmark model's framing) per face."""
         height, width = image.shape[:2]
@@ -282,10 +291,8 @@ class AgeEstimator:
                 raise BoxError(f"at most {MAX_BOXES} boxes per image, got {len(boxes)}")
             given = [_as_box(box, width, height) for box in boxes]
             return [(box, None, box) for box in given]
-        return [
-            (found.box, found.score, landmark_box(found.landmarks))
-            for found in self.detector.detect(image)
-        ]
+        detected = self.detector.detect(image) if found is None else found
+        return [(face.box, face.score, landmark_box(face.landmarks)) for face in detected]
 
 
 def _as_box(values: Sequence[float], width: int, height: int) -> Box:

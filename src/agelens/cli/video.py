@@ -30,7 +30,8 @@ from agelens.decisions.gate import GatePolicy
 from agelens.errors import AgeLensError
 from agelens.models.bundles import DEFAULT_BUNDLE
 from agelens.video import AgeTracker, TrackedFace, TrackSummary, read_frames
-from agelens.video.frames import STREAM_TIMEOUT_S, Frame
+from agelens.video.frames import STREAM_TIMEOUT_S, Frame, LatestFrames
+from agelens.video.reads import DEFAULT_READS_PER_SECOND, SETTLING_SECONDS, ReadBudget
 
 #: The columns of ``agelens video --csv``: one row per person.
 CSV_COLUMNS = [
@@ -63,6 +64,14 @@ def video(
             min=1, help="Estimate ages on every Nth frame; faces are tracked on every frame."
         ),
     ] = 1,
+    reads_per_second: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Reads of each person's face by the age network a second, once their "
+            f"track has settled (every frame of its first {SETTLING_SECONDS:g} s).",
+        ),
+    ] = DEFAULT_READS_PER_SECOND,
     as_json: JsonOption = False,
     frames_file: Annotated[
         Path | None,
@@ -75,6 +84,15 @@ def video(
         Path | None,
         typer.Option("--out", help="Write the video with boxes, tracks and ages drawn (.mp4)."),
     ] = None,
+    live: Annotated[
+        bool | None,
+        typer.Option(
+            "--live/--all-frames",
+            help="Live: take the newest frame each time and drop late ones, so the answers "
+            "never fall behind; all frames: read every one. Default: live for rtsp, rtmp, "
+            "udp and srt URLs and endless standard input, all frames otherwise.",
+        ),
+    ] = None,
     timeout: Annotated[
         float,
         typer.Option(min=0.1, help="Give up a stream that sends nothing for this many seconds."),
@@ -83,11 +101,13 @@ def video(
 ) -> None:
     """Track every face through a video and give one steady age per person.
 
-    Each person's age pools the frames of their face, weighted by how well each can be
-    judged; it settles within a couple of seconds and then stays put. Its 90% interval
-    narrows only as far as the frames are really different views (docs/video.md).
+    Each person's age pools the reads of their face, weighted by how well each can be
+    judged: every frame while their track is new, then --reads-per-second. It settles
+    within a couple of seconds and then stays put. Its 90% interval narrows only as far
+    as the frames are really different views (docs/video.md).
 
-    At the end, a table (or with --json one JSON object per person per line).
+    At the end, a table (or with --json one JSON object per person per line; from a
+    live source, then one line with the frames received and dropped).
     """
     if buffer is not None and over is None:
         raise fail("--buffer needs --over", 2)
@@ -100,7 +120,7 @@ def video(
             policy = estimator.gate_policy(over, buffer)
         except ValueError as error:
             raise fail(str(error), 2) from error
-    tracker = AgeTracker(estimator, every=every, policy=policy)
+    tracker = AgeTracker(estimator, every=every, policy=policy, budget=ReadBudget(reads_per_second))
     try:
         with ExitStack() as stack:
             lines = stack.enter_context(_text_file(frames_file)) if frames_file else None
@@ -108,7 +128,9 @@ def video(
             progress = stack.enter_context(progress_bar(None, unit="frames"))
             task = progress.add_task("Frames", total=None)
             readable = _standard_input() if source == "-" else source
-            for frame in read_frames(readable, timeout=timeout):
+            frames = read_frames(readable, timeout=timeout)
+            latest = LatestFrames(frames) if _is_live(readable, live) else None
+            for frame in frames if latest is None else latest:
                 faces = tracker.update(frame)
                 if lines is not None:
                     lines.writelines(strict_json.dumps(f.to_dict()) + "\n" for f in faces)
@@ -125,6 +147,26 @@ def video(
             sys.stdout.write(strict_json.dumps(person.to_dict()) + "\n")
     else:
         _print_people(people, source)
+    if latest is not None:
+        kept = {"frames_received": latest.received, "frames_dropped": latest.dropped}
+        if as_json:
+            sys.stdout.write(strict_json.dumps({"live": kept}) + "\n")
+        else:
+            out.print(f"live: {latest.dropped} of {latest.received} frames dropped to keep up")
+
+
+#: URL schemes of sources that send frames as they happen.
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "udp", "srt")
+
+
+def _is_live(source: str | BinaryIO, live: bool | None) -> bool:
+    """``--live`` as given, else whether the source is a live stream: an endless pipe,
+    or a URL of a live protocol (a file over http is read whole)."""
+    if live is not None:
+        return live
+    if isinstance(source, str):
+        return source.partition("://")[0].lower() in LIVE_SCHEMES
+    return isinstance(source, _Prefixed)
 
 
 #: Standard input up to this size is read whole, so that an MP4 whose index comes last

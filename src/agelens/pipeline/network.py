@@ -3,6 +3,8 @@ the chip mirrored, and (for video) the chip's light scaled."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -11,7 +13,7 @@ from agelens.models.bundles import Bundle
 from agelens.pipeline.runtime import open_session
 
 BATCH_SIZE = 64
-#: The chip's light, scaled, for :meth:`AgeModel.distributions` with ``light=True``. The
+#: The chip's light, scaled, for :meth:`AgeModel.distributions`'s ``gains``. The
 #: networks read one face differently as its light changes (cydral-v1: a face reads
 #: 28-35 years as its light goes from 0.75 to 1.25 of itself); a video's frames of one
 #: person are lit differently, and averaging each over these levels makes its reading
@@ -36,13 +38,14 @@ class AgeModel:
             )
 
     def distributions(
-        self, chips: NDArray[np.uint8], *, flip: bool, light: bool = False
+        self, chips: NDArray[np.uint8], *, flip: bool, gains: Sequence[float] = (1.0,)
     ) -> NDArray[np.float32]:
-        """``[N, size, size, 3]`` RGB chips -> ``[N, classes]`` probabilities (rows sum to 1);
-        with ``flip`` and ``light``, each chip's mean over its mirrored and relit copies."""
+        """``[N, size, size, 3]`` RGB chips -> ``[N, classes]`` probabilities (rows sum to 1):
+        each chip's mean over its copies with its light scaled by each of ``gains`` (such
+        as :data:`LIGHT_GAINS`) and, with ``flip``, their mirror images."""
         if len(chips) == 0:
             return np.zeros((0, len(self.bundle.ages)), dtype=np.float32)
-        copies = [_relit(chips, gain) for gain in LIGHT_GAINS] if light else [chips]
+        copies = [_relit(chips, gain) for gain in gains]
         if flip:
             copies += [copy[:, :, ::-1] for copy in copies]
         # The copies join the same batches; each chip's copies are averaged after.

@@ -17,7 +17,9 @@ from typing import Any
 from agelens.decisions.gate import GatePolicy
 from agelens.estimator import AgeEstimator
 from agelens.pipeline.estimates import Face
+from agelens.pipeline.faces import Detection
 from agelens.video.frames import Frame
+from agelens.video.reads import ReadBudget
 from agelens.video.steady import SteadyAge
 from agelens.video.tracking import Box, FaceTracker, Track
 
@@ -80,9 +82,11 @@ class TrackSummary:
 class AgeTracker:
     """Tracks faces across frames and pools each person's age (:mod:`agelens.video.steady`).
 
-    Faces are detected on every frame, so tracks follow them; their ages are estimated on
-    every ``every``-th frame. With ``policy``, each person gets the gate's decision on
-    their steady age and their best-judged face.
+    Faces are detected on every frame, so tracks follow them; each track's face is read
+    by the age network as ``budget`` says (:mod:`agelens.video.reads`: every frame while
+    the track is new, then a few times a second), on every ``every``-th frame. With
+    ``policy``, each person gets the gate's decision on their steady age and their
+    best-judged face.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class AgeTracker:
         every: int = 1,
         policy: GatePolicy | None = None,
         max_missing_s: float = 4.0,
+        budget: ReadBudget | None = None,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be 1 or more, got {every}")
@@ -99,6 +104,7 @@ class AgeTracker:
         self.every = every
         self.policy = policy
         self.tracker = FaceTracker(max_missing_s)
+        self.budget = ReadBudget() if budget is None else budget
         self.ages: dict[int, SteadyAge] = {}
         self.best_face: dict[int, Face] = {}
         self.seen: dict[int, list[int]] = {}  # track: [first frame, last frame, frames]
@@ -106,19 +112,16 @@ class AgeTracker:
 
     def update(self, frame: Frame) -> list[TrackedFace]:
         """The faces of ``frame``, each with its track and its person's steady age."""
-        faces: list[Face] | None = None
-        if frame.index % self.every == 0:
-            faces = self.estimator.estimate_arrays([frame.image], distribution=True, light=True)[0]
-            boxes = [face.box for face in faces]
-        else:
-            boxes = [found.box for found in self.estimator.detector.detect(frame.image)]
+        found = self.estimator.detector.detect(frame.image)
+        boxes = [face.box for face in found]
         numbers, ended = self.tracker.update(boxes, frame.time, frame.image)
         self.finished += [self._summary(track) for track in ended]
+        read = self._read(frame, found, numbers) if frame.index % self.every == 0 else {}
         shown = []
         for index, (number, box) in enumerate(zip(numbers, boxes, strict=True)):
             seen = self.seen.setdefault(number, [frame.index, frame.index, 0])
             seen[1], seen[2] = frame.index, seen[2] + 1
-            face = faces[index] if faces is not None else None
+            face = read.get(index)
             if face is not None:
                 self.ages.setdefault(number, SteadyAge(self.estimator)).add(face, frame.time)
                 self._keep_best(number, face)
@@ -129,6 +132,26 @@ class AgeTracker:
                 TrackedFace(frame.index, frame.time, number, box, age, interval, frame_age)
             )
         return shown
+
+    def _read(self, frame: Frame, found: list[Detection], numbers: list[int]) -> dict[int, Face]:
+        """The faces of ``found`` whose tracks are due a read, by index, read by the network
+        at their tracks' light levels (one network run per light level)."""
+        due: dict[tuple[float, ...], list[int]] = {}
+        for index, number in enumerate(numbers):
+            if self.budget.due(number, frame.time):
+                due.setdefault(self.budget.gains(number), []).append(index)
+        read: dict[int, Face] = {}
+        for gains, indices in due.items():
+            (faces,) = self.estimator.estimate_arrays(
+                [frame.image],
+                distribution=True,
+                gains=gains,
+                detections=[[found[index] for index in indices]],
+            )
+            read.update(zip(indices, faces, strict=True))
+        for index in read:
+            self.budget.read(numbers[index], frame.time)
+        return read
 
     def decision(self, face: TrackedFace, policy: GatePolicy) -> str | None:
         """The gate's answer for ``face``'s person so far: their steady age and interval
@@ -153,6 +176,7 @@ class AgeTracker:
             self.best_face[number] = face
 
     def _summary(self, track: Track) -> TrackSummary:
+        self.budget.forget(track.number)
         first, last, frames = self.seen.pop(track.number)
         steady = self.ages.pop(track.number, None)
         best = self.best_face.pop(track.number, None)

@@ -8,6 +8,7 @@ raises :class:`VideoError` with a message that says why: not a video, no video s
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -99,6 +100,63 @@ def read_frames(
             ) from error
         if count == 0:
             raise VideoError(f"{name}: the video has no frames", "empty")
+
+
+class LatestFrames:
+    """A live source's newest frame, each time the caller is ready for one.
+
+    A camera or a stream sends frames at its own pace. Read in order, frames that come
+    faster than they are processed queue up, and what is shown falls further behind every
+    second. Here a thread decodes the source and keeps only its newest frame; a frame
+    that a newer one replaced before it was taken is dropped and counted in ``dropped``,
+    so a frame waits at most while the one before it is processed. Files are not live:
+    read them with :func:`read_frames` and every frame is kept.
+    """
+
+    def __init__(self, frames: Iterator[Frame]) -> None:
+        self.frames = frames
+        #: Frames the source sent, and those dropped unprocessed.
+        self.received = 0
+        self.dropped = 0
+        self._slot: Frame | None = None
+        self._done = False
+        self._stop = False
+        self._error: BaseException | None = None
+        self._ready = threading.Condition()
+
+    def __iter__(self) -> Iterator[Frame]:
+        thread = threading.Thread(target=self._pull, name="agelens-live-frames", daemon=True)
+        thread.start()
+        try:
+            while True:
+                with self._ready:
+                    self._ready.wait_for(lambda: self._slot is not None or self._done)
+                    frame, self._slot = self._slot, None
+                if frame is None:
+                    break
+                yield frame
+            if self._error is not None:
+                raise self._error
+        finally:
+            with self._ready:
+                self._stop = True
+
+    def _pull(self) -> None:
+        try:
+            for frame in self.frames:
+                with self._ready:
+                    if self._stop:
+                        return
+                    self.received += 1
+                    self.dropped += self._slot is not None
+                    self._slot = frame
+                    self._ready.notify()
+        except BaseException as error:  # raised again in the caller's thread
+            self._error = error
+        finally:
+            with self._ready:
+                self._done = True
+                self._ready.notify()
 
 
 def _rotation(frame: object) -> int:
