@@ -329,6 +329,28 @@ def test_a_camera_session_keeps_each_persons_track_across_frames(client, astrona
     assert other["frame"] == 0 and "decision" not in other["faces"][0]
 
 
+def test_a_camera_frame_that_comes_while_the_last_is_read_is_dropped_at_once(
+    client, astronaut_jpeg
+):
+    def send() -> dict:
+        return client.post(
+            "/v1/stream",
+            params={"session": "camera-late-1"},
+            content=astronaut_jpeg,
+            headers={"content-type": "image/jpeg"},
+        ).json()
+
+    first = send()
+    assert first["frame"] == 0 and first["dropped"] == 0 and not first["late"]
+    session = client.app.state.sessions.get("camera-late-1")
+    with session.lock:  # the session is still reading an earlier frame
+        late = [send(), send()]
+    assert [a["late"] for a in late] == [True, True] and late[-1]["dropped"] == 2
+    assert all(a["faces"] == [] and "frame" not in a for a in late)
+    after = send()
+    assert after["frame"] == 1 and after["dropped"] == 2 and after["faces"]
+
+
 @pytest.mark.parametrize("session", ["short", "has space in it", "x" * 65, "../../etc"])
 def test_a_bad_session_id_is_refused(client, astronaut_jpeg, session):
     answer = client.post(

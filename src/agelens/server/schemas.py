@@ -107,8 +107,16 @@ class StreamFaceOut(BaseModel):
 class StreamOut(BaseModel):
     width: int
     height: int
-    frame: int = Field(description="the frame's number in its session, from 0")
+    frame: int | None = Field(
+        description="the frame's number in its session, from 0; absent for a late frame"
+    )
     faces: list[StreamFaceOut]
+    late: bool = Field(
+        default=False,
+        description="the session was still reading an earlier frame, so this one was "
+        "dropped unread (no faces): the newest frame is read, never a queue",
+    )
+    dropped: int = Field(default=0, description="frames of this session dropped as late")
 
 
 class PersonOut(BaseModel):

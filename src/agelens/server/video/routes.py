@@ -60,20 +60,28 @@ def add_video_routes(app: FastAPI, max_upload_bytes: int, upload_route: dict[str
 
         def run() -> dict[str, Any]:
             image = load_image(data, max_pixels=estimator.max_pixels, still_only=True)
-            with current.lock:
+            size = {"width": int(image.shape[1]), "height": int(image.shape[0])}
+            # A frame that comes while the session still reads an earlier one is late:
+            # dropped at once, so a client sending faster than frames are read never
+            # waits behind a queue of them.
+            if not current.lock.acquire(blocking=False):
+                return {**size, "frame": None, "faces": [], "late": True, "dropped": current.late()}
+            try:
                 frame = Frame(current.frames, time.monotonic() - current.started, image)
                 current.frames += 1
                 faces = current.tracker.update(frame)
                 decisions = [
                     None if policy is None else current.tracker.decision(f, policy) for f in faces
                 ]
+            finally:
+                current.lock.release()
             return {
-                "width": int(image.shape[1]),
-                "height": int(image.shape[0]),
+                **size,
                 "frame": frame.index,
                 "faces": [
                     {**f.to_dict(), "decision": d} for f, d in zip(faces, decisions, strict=True)
                 ],
+                "dropped": current.dropped,
             }
 
         return await anyio.to_thread.run_sync(run, limiter=request.app.state.slots)

@@ -26,7 +26,16 @@ class Session:
     started: float
     last_used: float
     frames: int = 0
+    #: Frames that came while an earlier one was being read, and were dropped.
+    dropped: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _count_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def late(self) -> int:
+        """Count a late frame; the count so far."""
+        with self._count_lock:
+            self.dropped += 1
+            return self.dropped
 
 
 class Sessions:

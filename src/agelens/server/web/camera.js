@@ -16,6 +16,13 @@
   let timer = null;
   let busy = false;
   let session = "";
+  let skipped = 0;  // frames not sent, or dropped by the server, to keep up
+  const skippedLine = document.getElementById("camera-skipped");
+
+  function showSkipped() {
+    skippedLine.hidden = skipped === 0;
+    skippedLine.textContent = `${skipped} frame${skipped === 1 ? "" : "s"} skipped to keep up`;
+  }
 
   function say(message) {
     errorLine.textContent = message;
@@ -44,6 +51,8 @@
       return;
     }
     session = newSession();
+    skipped = 0;
+    showSkipped();
     video.srcObject = stream;
     section.hidden = false;
     startButton.hidden = true;
@@ -62,7 +71,12 @@
   }
 
   async function sendFrame() {
-    if (busy || !video.videoWidth) return;  // one frame in flight at a time
+    if (!video.videoWidth) return;
+    if (busy) {  // one frame in flight at a time: the newest is sent, late ones are not
+      skipped += 1;
+      showSkipped();
+      return;
+    }
     busy = true;
     try {
       const canvas = document.createElement("canvas");
@@ -84,7 +98,12 @@
         say(`The server refused a frame: ${answer.error || response.statusText}`);
         return;
       }
-      if (timer) draw(answer);
+      if (answer.late) {
+        skipped += 1;
+        showSkipped();
+      } else if (timer) {
+        draw(answer);
+      }
     } catch (failure) {
       say(`The server could not be reached (${failure.message}).`);
     } finally {
