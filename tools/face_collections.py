@@ -25,7 +25,6 @@ import argparse
 import csv
 import io
 import json
-import re
 import subprocess
 import sys
 import tarfile
@@ -59,13 +58,10 @@ def load_manifest(path: Path = MANIFEST) -> dict[str, dict[str, Any]]:
 
 
 def _label(entry: dict[str, Any], member: PurePosixPath) -> dict[str, str] | None:
-    """``age`` (and ``gender`` where the names carry it) of one image, or None."""
+    """The labels of one image (``age-folder``: its folder's name is its age), or None."""
     if entry["labels"] == "age-folder":
         name = member.parent.name
         return {"age": str(int(name))} if name.isdigit() else None
-    if entry["labels"] == "name-pattern":
-        match = re.fullmatch(entry["pattern"], member.name)
-        return None if match is None else {k: v for k, v in match.groupdict().items() if v}
     raise CollectionError(f"unknown label rule {entry['labels']!r}")
 
 

@@ -39,27 +39,24 @@ class Collection:
     split: Split = "all"
     aligned: bool = False
 
-    @property
-    def kind(self) -> str:
-        return self.spec.partition(":")[0]
+
+def _source(spec: str) -> str:
+    """What names a dataset's source: its kind, or a CSV collection's folder name."""
+    kind, _, location = spec.partition(":")
+    return kind if kind != "csv" else Path(location).parent.name
 
 
 def seen_kinds(bundle: Bundle) -> set[str]:
-    """The dataset kinds and CSV files a bundle was trained on, from its manifest."""
+    """The sources a bundle was trained on (:func:`_source` of each), from its manifest."""
     training = bundle.manifest.get("training") or {}
-    seen = set()
-    for record in filter(None, [training.get("data"), *(training.get("more_data") or [])]):
-        # Manifests record a spec, or (newer ones) the spec with its files' hash.
-        kind, _, location = (record if isinstance(record, str) else record["spec"]).partition(":")
-        seen.add(kind if kind != "csv" else Path(location).parent.name)
-    return seen
+    records = filter(None, [training.get("data"), *(training.get("more_data") or [])])
+    # Manifests record a spec, or (newer ones) the spec with its files' hash.
+    return {_source(record if isinstance(record, str) else record["spec"]) for record in records}
 
 
 def was_seen(collection: Collection, seen: set[str]) -> bool:
-    """Whether a model trained on ``seen`` saw this collection (a CSV collection by the
-    name of its folder, others by their kind)."""
-    key = collection.kind if collection.kind != "csv" else Path(collection.spec[4:]).parent.name
-    return key in seen
+    """Whether a model trained on ``seen`` saw this collection."""
+    return _source(collection.spec) in seen
 
 
 def score_collections(
