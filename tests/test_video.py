@@ -279,6 +279,22 @@ def test_the_api_takes_a_short_clip_and_answers_as_the_cli(clip, estimator):
         assert people == [json.loads(line) for line in cli]
         raw = client.post("/v1/video", content=data, headers={"content-type": "video/mp4"})
         assert raw.status_code == 200
+        dense = client.post(
+            "/v1/video",
+            params={"reads_per_second": 12.5},
+            content=data,
+            headers={"content-type": "video/mp4"},
+        ).json()["people"]
+        cli = runner.invoke(app, ["video", str(path), "--json", "--reads-per-second", "12.5"])
+        assert dense == [json.loads(line) for line in cli.stdout.splitlines()] != people
+        for value in ("0", "nan", "x"):
+            refused = client.post(
+                "/v1/video",
+                params={"reads_per_second": value},
+                content=data,
+                headers={"content-type": "video/mp4"},
+            )
+            assert refused.status_code == 422, value
         bad = {
             "text": (b"not a video at all", 415),
             "cut": (data[: len(data) // 3], 415),

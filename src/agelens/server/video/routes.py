@@ -18,6 +18,7 @@ from agelens.server.schemas import StreamOut, VideoOut
 from agelens.server.uploads import UploadError, read_image_bytes
 from agelens.video import AgeTracker
 from agelens.video.frames import Frame, VideoError, read_frames
+from agelens.video.reads import DEFAULT_READS_PER_SECOND, ReadBudget
 
 #: What ``POST /v1/video`` takes: a short clip, not a film.
 MAX_VIDEO_BYTES = 25 * 2**20
@@ -92,6 +93,15 @@ def add_video_routes(app: FastAPI, max_upload_bytes: int, upload_route: dict[str
         over: PersonOverQuery = None,
         buffer: PersonBufferQuery = None,
         every: Annotated[int, Query(ge=1, le=25, description="estimate every Nth frame")] = 1,
+        reads_per_second: Annotated[
+            float,
+            Query(
+                ge=0.1,
+                le=60,
+                description="reads of each person's face a second once their track has "
+                "settled, as agelens video --reads-per-second",
+            ),
+        ] = DEFAULT_READS_PER_SECOND,
     ) -> dict[str, Any]:
         """A short clip (at most 25 MB, 60 s, 1920x1080): each person in it, tracked, with
         one steady age, as ``agelens video --json`` gives them. Nothing of it is kept."""
@@ -100,7 +110,8 @@ def add_video_routes(app: FastAPI, max_upload_bytes: int, upload_route: dict[str
         policy = None if over is None else estimator.gate_policy(over, buffer)
 
         def run() -> dict[str, Any]:
-            tracker = AgeTracker(estimator, every=every, policy=policy)
+            budget = ReadBudget(reads_per_second)
+            tracker = AgeTracker(estimator, every=every, policy=policy, budget=budget)
             frames = 0
             for frame in read_frames(io.BytesIO(data), max_pixels=MAX_VIDEO_PIXELS):
                 if frame.time > MAX_VIDEO_SECONDS:
