@@ -1,8 +1,9 @@
 """One steady, honest age per tracked person, pooled over the frames of their face.
 
-**The estimate.** Each frame gives the network's age distribution for the face, read at
-three light levels (:data:`~agelens.pipeline.network.LIGHT_GAINS`). A track's
-distribution is their weighted mean, each frame weighted by how well its face can be
+**The estimate.** Each read of the face (:mod:`agelens.video.reads`) gives the network's
+age distribution at one of three light levels in turn
+(:data:`~agelens.pipeline.network.LIGHT_GAINS`). A track's distribution is their
+weighted mean, each read weighted by how well its face can be
 judged (:data:`QUALITY_WEIGHTS`); its age is that distribution's mean. A running mean
 moves less with every frame it holds, so the shown age settles within a second or two
 and then stays put, where a frame's own estimate jumps by years.
