@@ -14,6 +14,7 @@ from every collection they were not trained on (:func:`seen_kinds`).
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agelens.batch import EstimatorPool
-from agelens.data.datasets import Split, read_dataset, select_split
+from agelens.data.datasets import Sample, Split, read_dataset, select_split
 from agelens.errors import AgeLensError
 from agelens.evaluation.domain_suite import worst_domain
 from agelens.evaluation.metrics import metrics, predict_samples
@@ -59,6 +60,12 @@ def was_seen(collection: Collection, seen: set[str]) -> bool:
     return _source(collection.spec) in seen
 
 
+@functools.cache
+def _samples(spec: str, split: Split) -> tuple[Sample, ...]:
+    """A collection's scored samples, read and hashed once a process for every model."""
+    return tuple(select_split(read_dataset(spec), split))
+
+
 def score_collections(
     pool: EstimatorPool,
     collections: Sequence[Collection],
@@ -73,7 +80,7 @@ def score_collections(
     policy = estimator.bundle.gate_policy(over)
     results: dict[str, Any] = {}
     for collection in collections:
-        samples = select_split(read_dataset(collection.spec), collection.split)
+        samples = _samples(collection.spec, collection.split)
         if not samples:
             raise AgeLensError(f"{collection.name}: no samples in split {collection.split!r}")
         predictions = list(
