@@ -288,3 +288,25 @@ def test_the_page_says_when_the_camera_is_refused(page):
     page.wait_for_selector("#error:not([hidden])")
     message = page.text_content("#error")
     assert "camera" in message.lower() and ("refused" in message or "No camera" in message)
+
+
+def test_the_gender_box_adds_a_column_with_the_apis_answer(page, server_url, astronaut, tmp_path):
+    import httpx
+
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(astronaut).save(photo, quality=92)
+    page.set_input_files("#photo", str(photo))
+    page.wait_for_selector("#faces tbody tr.face-row")
+    assert page.locator("#gender-column").is_hidden()
+    assert page.locator("#faces tbody tr.face-row td").count() == 5
+    page.check("#gender")
+    page.wait_for_selector("#faces tbody tr.face-row td:nth-child(6)")
+    assert page.locator("#gender-column").is_visible()
+    api = httpx.post(f"{server_url}/v1/gate?gender=true", files={"file": photo.read_bytes()})
+    answer = api.json()["faces"][0]["gender"]
+    cell = page.locator("#faces tbody tr.face-row td").nth(5).inner_text()
+    assert cell.startswith(answer["label"]) and "%" in cell
+    assert answer["label"] in page.locator("#overlay text").first.inner_html()
+    page.uncheck("#gender")
+    page.wait_for_selector("#faces tbody tr.face-row td:nth-child(6)", state="detached")
+    assert page.locator("#gender-column").is_hidden()

@@ -46,7 +46,7 @@ def test_health_ready_and_models(client):
     assert client.get("/readyz").json() == {"status": "ready"}
     models = client.get("/v1/models").json()
     assert models["serving"] == "cydral-v1"
-    assert {row["task"] for row in models["models"]} == {"age", "face-detection"}
+    assert {row["task"] for row in models["models"]} == {"age", "face-detection", "gender"}
 
 
 def test_estimate_answers_like_the_cli(client, astronaut_jpeg):

@@ -23,9 +23,10 @@ _TEXT_COLOUR = (0, 0, 0)
 #: A label's rectangle: x, y, width, height.
 Spot = tuple[float, float, float, float]
 
-#: The wordings tried in turn, as on the page: the full label, "#n age", "#n".
+#: The wordings tried in turn, as on the page: the full label (with the apparent gender
+#: when it was asked for), "#n age", "#n".
 _WORDINGS: tuple[Callable[[Face, int], str], ...] = (
-    lambda face, n: f"#{n} {face.label}",
+    lambda face, n: f"#{n} {face.label}" + (f" {face.gender.label}" if face.gender else ""),
     lambda face, n: f"#{n} {face.label.split(' ')[0]}",
     lambda face, n: f"#{n}",
 )

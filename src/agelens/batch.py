@@ -77,6 +77,7 @@ class _ChunkOptions:
     distribution: bool
     keep_images: bool
     whole_if_no_face: bool
+    gender: bool = False
 
 
 def collect_images(paths: Iterable[Path]) -> list[Path]:
@@ -161,12 +162,14 @@ class EstimatorPool:
         distribution: bool = False,
         keep_images: bool = False,
         whole_if_no_face: bool = False,
+        gender: bool = False,
     ) -> Iterator[ImageResult]:
         """Results in the order of ``paths``; a file that fails carries its error.
 
-        ``whole_if_no_face`` scores the whole image as the face when none is found.
+        ``whole_if_no_face`` scores the whole image as the face when none is found;
+        ``gender`` adds each face's apparent gender.
         """
-        options = _ChunkOptions(aligned, distribution, keep_images, whole_if_no_face)
+        options = _ChunkOptions(aligned, distribution, keep_images, whole_if_no_face, gender)
         chunks = [paths[start : start + CHUNK] for start in range(0, len(paths), CHUNK)]
         if self._executor is None or len(chunks) < 2:
             for chunk in chunks:
@@ -191,11 +194,16 @@ def estimate_files(
     distribution: bool = False,
     keep_images: bool = False,
     workers: int | None = None,
+    gender: bool = False,
 ) -> Iterator[ImageResult]:
     """:meth:`EstimatorPool.estimate_files` with a pool of its own."""
     with EstimatorPool(estimator, workers) as pool:
         yield from pool.estimate_files(
-            paths, aligned=aligned, distribution=distribution, keep_images=keep_images
+            paths,
+            aligned=aligned,
+            distribution=distribution,
+            keep_images=keep_images,
+            gender=gender,
         )
 
 
@@ -243,13 +251,16 @@ def _estimate_chunk(
     loaded = [_try_load(path, estimator.max_pixels) for path in chunk]
     images = [item for item in loaded if not isinstance(item, str)]
     found = estimator.estimate_arrays(
-        images, aligned=options.aligned, distribution=options.distribution
+        images, aligned=options.aligned, distribution=options.distribution, gender=options.gender
     )
     whole = [False] * len(images)
     missing = [i for i, faces in enumerate(found) if not faces] if options.whole_if_no_face else []
     if missing:
         scored = estimator.estimate_arrays(
-            [images[i] for i in missing], aligned=True, distribution=options.distribution
+            [images[i] for i in missing],
+            aligned=True,
+            distribution=options.distribution,
+            gender=options.gender,
         )
         for i, faces in zip(missing, scored, strict=True):
             found[i], whole[i] = faces, True

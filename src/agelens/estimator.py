@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -12,9 +11,14 @@ import numpy as np
 from agelens.decisions.gate import GatePolicy, GateResult
 from agelens.decisions.groups import IMFDB, GroupScheme, resolve_scheme
 from agelens.decisions.verify import ClaimCheck, check_claimed, verify
-from agelens.errors import BoxError
-from agelens.models.bundles import DEFAULT_BUNDLE, DEFAULT_DETECTOR, Bundle, load_bundle
-from agelens.pipeline.chips import Aligner, Box, landmark_box
+from agelens.models.bundles import (
+    DEFAULT_BUNDLE,
+    DEFAULT_DETECTOR,
+    DEFAULT_GENDER_BUNDLE,
+    Bundle,
+    load_bundle,
+)
+from agelens.pipeline.chips import Aligner, Box, checked_boxes, landmark_box
 from agelens.pipeline.estimates import DEFAULT_INTERVAL_LEVEL, Face, ceilings, summarize
 from agelens.pipeline.faces import (
     DEFAULT_MIN_FACE,
@@ -22,15 +26,13 @@ from agelens.pipeline.faces import (
     Detection,
     FaceDetector,
 )
+from agelens.pipeline.gender import GenderModel, LazyGenderModel
 from agelens.pipeline.images import DEFAULT_MAX_PIXELS, ImageSource, RGBImage, load_image
 from agelens.pipeline.network import AgeModel
 from agelens.pipeline.quality import measure_many
 
 if TYPE_CHECKING:  # the video extra is imported only when a video is read
     from agelens.video import TrackedFace
-
-#: Boxes a caller may give for one image: each costs a landmark fit and a chip.
-MAX_BOXES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,9 @@ class AgeEstimator:
     >>> faces = AgeEstimator().estimate("photo.jpg")  # doctest: +SKIP
     >>> faces[0].age, faces[0].interval, faces[0].group  # doctest: +SKIP
     (41.3, (33.0, 52.0), 'MIDDLE')
+
+    Apparent gender is off unless asked for (``estimate(..., gender=True)``); the gender
+    network, ``gender_model``, is loaded the first time it is.
     """
 
     def __init__(
@@ -70,6 +75,7 @@ class AgeEstimator:
         min_face: int = DEFAULT_MIN_FACE,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         threads: int | None = None,
+        gender_model: str | Bundle = DEFAULT_GENDER_BUNDLE,
     ) -> None:
         if not 0.0 < interval_level < 1.0:
             raise ValueError(f"interval_level must be within (0, 1), got {interval_level}")
@@ -93,6 +99,14 @@ class AgeEstimator:
         self.model = AgeModel(self.bundle, threads=threads)
         #: onnxruntime threads per network call (None: one).
         self.threads = threads
+        self.gender_model = gender_model
+        self._gender = LazyGenderModel(gender_model, threads=threads)
+
+    @property
+    def gender(self) -> GenderModel:
+        """The gender network, loaded on first use (a :class:`ModelError` for a bundle that
+        is not a gender model)."""
+        return self._gender.get()
 
     def estimate(
         self,
@@ -103,12 +117,14 @@ class AgeEstimator:
         distribution: bool = False,
         groups: str | GroupScheme | None = None,
         tta: bool | None = None,
+        gender: bool = False,
     ) -> list[Face]:
         """Faces of one image, largest first (or in the order of ``boxes``).
 
         ``aligned=True`` treats the whole image as one face crop (as in UTKFace) and
         skips detection; ``boxes`` (``[x1, y1, x2, y2]`` each) skips it with your own boxes.
         ``groups`` and ``tta`` override the estimator's own settings for this call.
+        ``gender=True`` adds each face's apparent gender (:attr:`Face.gender`).
         """
         (faces,) = self.estimate_many(
             [image],
@@ -117,6 +133,7 @@ class AgeEstimator:
             distribution=distribution,
             groups=groups,
             tta=tta,
+            gender=gender,
         )
         return faces
 
@@ -129,6 +146,7 @@ class AgeEstimator:
         distribution: bool = False,
         groups: str | GroupScheme | None = None,
         tta: bool | None = None,
+        gender: bool = False,
     ) -> list[list[Face]]:
         """Faces of many images; all their faces go through the network in shared batches."""
         decoded = [load_image(image, max_pixels=self.max_pixels) for image in images]
@@ -139,6 +157,7 @@ class AgeEstimator:
             distribution=distribution,
             groups=groups,
             tta=tta,
+            gender=gender,
         )
 
     def estimate_arrays(
@@ -152,6 +171,7 @@ class AgeEstimator:
         tta: bool | None = None,
         gains: Sequence[float] = (1.0,),
         detections: Sequence[Sequence[Detection]] | None = None,
+        gender: bool = False,
     ) -> list[list[Face]]:
         """As :meth:`estimate_many`, for images already in memory as arrays.
 
@@ -189,6 +209,11 @@ class AgeEstimator:
         )
         open_above, at_top = ceilings(distributions, summary.intervals, self.bundle.ages)
         top = float(max(self.bundle.ages))
+        genders = (
+            self.gender.estimate([(images[c.image_index], c.landmarks) for c in crops])
+            if gender
+            else [None] * len(crops)
+        )
         for row, crop in enumerate(crops):
             group_masses = summary.group_probabilities[row]
             # The reported group is the most likely one; the group the age falls in is
@@ -211,6 +236,7 @@ class AgeEstimator:
                     ceiling=top if open_above[row] else None,
                     at_ceiling=bool(at_top[row]),
                     quality=qualities[row],
+                    gender=genders[row],
                 )
             )
         return faces
@@ -287,28 +313,6 @@ class AgeEstimator:
             whole = (0.0, 0.0, float(width), float(height))
             return [(whole, None, whole)]
         if boxes is not None:
-            if len(boxes) > MAX_BOXES:
-                raise BoxError(f"at most {MAX_BOXES} boxes per image, got {len(boxes)}")
-            given = [_as_box(box, width, height) for box in boxes]
-            return [(box, None, box) for box in given]
+            return [(box, None, box) for box in checked_boxes(boxes, width, height)]
         detected = self.detector.detect(image) if found is None else found
         return [(face.box, face.score, landmark_box(face.landmarks)) for face in detected]
-
-
-def _as_box(values: Sequence[float], width: int, height: int) -> Box:
-    """A caller's box, checked: four finite numbers, a positive size, overlapping the image
-    and at most a few times its size (dlib's rectangles overflow on absurd values)."""
-    try:
-        x1, y1, x2, y2 = (float(v) for v in values)
-    except (TypeError, ValueError) as error:
-        raise BoxError(f"a box is four numbers [x1, y1, x2, y2], got {values!r:.80}") from error
-    box = [x1, y1, x2, y2]
-    if not all(math.isfinite(v) for v in box):
-        raise BoxError(f"a box needs finite numbers, got {box}")
-    if x2 <= x1 or y2 <= y1:
-        raise BoxError(f"a box needs x2 > x1 and y2 > y1, got {box}")
-    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
-        raise BoxError(f"the box {box} lies outside the {width}x{height} image")
-    if x2 - x1 > 4 * width or y2 - y1 > 4 * height:
-        raise BoxError(f"the box {box} is far larger than the {width}x{height} image")
-    return (x1, y1, x2, y2)

@@ -27,6 +27,7 @@ from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator
 from agelens.evaluation.domain_suite import predict_domain
 from agelens.evaluation.metrics import Prediction, predict_samples
+from agelens.models.bundles import DEFAULT_GENDER_BUNDLE, load_bundle
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -56,6 +57,18 @@ PrecisionOption = Annotated[
         help="Weights: fp32, or int8 where the bundle ships a checked variant "
         "(default: the bundle's; agelens models lists them)."
     ),
+]
+GenderOption = Annotated[
+    bool,
+    typer.Option(
+        "--gender",
+        help="Also each face's apparent gender, as datasets label it (two labels, or "
+        "uncertain). Never race.",
+    ),
+]
+GenderModelOption = Annotated[
+    str,
+    typer.Option(help="Gender bundle for --gender (see `agelens models`) or folder."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 DataOption = Annotated[
@@ -120,6 +133,7 @@ def predict_with_progress(
     distribution: bool = False,
     domain: str | None = None,
     seed: int = 0,
+    gender: bool = False,
 ) -> list[Prediction]:
     """:func:`predict_samples` over a dataset, with a progress bar on a terminal; with
     ``domain``, over the face crops as that domain of the suite shows them (draw ``seed``)."""
@@ -136,21 +150,43 @@ def predict_with_progress(
                 aligned=aligned,
                 distribution=distribution,
                 on_progress=partial(progress.advance, task),
+                gender=gender,
             )
         )
 
 
-def make_estimator(
-    model: str, groups: str, tta: bool | None, precision: str | None, **options: float
-) -> AgeEstimator:
-    """The estimator a command asked for; a bad model or option stops it with exit code 2."""
+def require_bundle(name: str, task: str) -> None:
+    """Stop with exit code 2, before any work, unless ``name`` is a bundle for ``task``."""
     try:
-        return AgeEstimator(
+        load_bundle(name, task=task)
+    except AgeLensError as error:
+        raise fail(str(error), 2) from error
+
+
+def make_estimator(
+    model: str,
+    groups: str,
+    tta: bool | None,
+    precision: str | None,
+    *,
+    gender_model: str | None = None,
+    **options: float | None,
+) -> AgeEstimator:
+    """The estimator a command asked for; a bad model or option stops it with exit code 2.
+
+    With ``gender_model`` the gender network is loaded now, so that a bundle that is not
+    one stops the command before any work."""
+    try:
+        estimator = AgeEstimator(
             model,
             groups=groups,
             tta=tta,
             precision=precision,
+            gender_model=gender_model or DEFAULT_GENDER_BUNDLE,
             **options,  # type: ignore[arg-type]
         )
+        if gender_model is not None:
+            estimator.gender  # noqa: B018 - loaded here to fail before any work
+        return estimator
     except (AgeLensError, ValueError) as error:
         raise fail(str(error), 2) from error

@@ -14,6 +14,7 @@ from agelens import strict_json
 from agelens.cli.common import (
     AlignedOption,
     DataOption,
+    GenderModelOption,
     GroupsOption,
     JsonOption,
     PrecisionOption,
@@ -27,7 +28,7 @@ from agelens.cli.common import (
 from agelens.data.datasets import read_dataset, select_split
 from agelens.errors import AgeLensError
 from agelens.evaluation.metrics import metrics, share_text
-from agelens.models.bundles import DEFAULT_BUNDLE
+from agelens.models.bundles import DEFAULT_BUNDLE, DEFAULT_GENDER_BUNDLE
 
 
 def evaluate(
@@ -65,8 +66,17 @@ def evaluate(
         typer.Option(help="Write metrics.json, figures and an HTML report to this folder."),
     ] = None,
     as_json: JsonOption = False,
+    gender: Annotated[
+        bool,
+        typer.Option(
+            "--gender",
+            help="Also score the apparent gender against the data's gender labels.",
+        ),
+    ] = False,
+    gender_model: GenderModelOption = DEFAULT_GENDER_BUNDLE,
 ) -> None:
-    """Score models on a labelled dataset: MAE, CS@5, coverage, groups, bands, fairness, gate."""
+    """Score models on a labelled dataset: MAE, CS@5, coverage, groups, bands, fairness, gate
+    (and, with --gender, apparent gender by age band and race)."""
     try:
         dataset = read_dataset(data)
         chosen = split or ("all" if dataset.kind in ("csv", "folder") else "test")
@@ -79,9 +89,15 @@ def evaluate(
         raise fail(f"no samples in split {chosen!r} of {data}", 2)
     runs = []
     for name in model or [DEFAULT_BUNDLE]:
-        estimator = make_estimator(name, groups, tta, precision)
+        estimator = make_estimator(
+            name, groups, tta, precision, gender_model=gender_model if gender else None
+        )
         predictions = predict_with_progress(
-            estimator, samples, f"Evaluating {estimator.bundle.name}", aligned=aligned
+            estimator,
+            samples,
+            f"Evaluating {estimator.bundle.name}",
+            aligned=aligned,
+            gender=gender,
         )
         policy = estimator.bundle.gate_policy(over)
         result = {
@@ -92,6 +108,7 @@ def evaluate(
             "tta": estimator.tta,
             "precision": estimator.bundle.precision,
             "unreadable": len(samples) - len(predictions),
+            **({"gender_model": estimator.gender.bundle.name} if gender else {}),
             **metrics(predictions, scheme=estimator.groups, policy=policy),
         }
         runs.append((result, predictions, estimator.bundle.folder))
@@ -122,6 +139,18 @@ def _print_metrics(result: dict[str, Any]) -> None:
             for value, numbers in by["groups"].items():
                 table.add_row(f"MAE {value}", f"{numbers['mae']:.2f} (n={numbers['n']})")
             table.add_row(f"{attribute} gap", f"{by['gap']:.2f}")
+    if answers := result.get("apparent_gender"):
+        for name, numbers in [
+            ("all", answers),
+            *(("20+", answers[k]) for k in ["aged_20_plus"] if k in answers),
+            *answers.get("per_band", {}).items(),
+            *answers.get("by_race", {}).items(),
+        ]:
+            table.add_row(
+                f"gender right, {name}",
+                f"{numbers['accuracy']:.1%} (n={numbers['n']}, "
+                f"{numbers['answered']:.0%} not uncertain)",
+            )
     if gate := result.get("gate"):
         table.add_row(
             f"gate over {gate['over']:g} (+{gate['buffer']:g})",

@@ -15,12 +15,14 @@ from rich.padding import Padding
 from agelens import __version__, strict_json
 from agelens.cli.calibrate import calibrate
 from agelens.cli.common import (
+    GenderModelOption,
     JsonOption,
     ModelOption,
     PrecisionOption,
     err,
     fail,
     out,
+    require_bundle,
 )
 from agelens.cli.decisions import gate, verify
 from agelens.cli.evaluate import evaluate
@@ -28,7 +30,12 @@ from agelens.cli.help_format import HELP_OPTIONS, TidyCommand, TidyGroup
 from agelens.cli.predict import predict
 from agelens.cli.train import eda, train
 from agelens.cli.video import video
-from agelens.models.bundles import DEFAULT_BUNDLE, describe_builtin_bundles
+from agelens.models.bundles import (
+    DEFAULT_BUNDLE,
+    DEFAULT_GENDER_BUNDLE,
+    GENDER,
+    describe_builtin_bundles,
+)
 
 #: The largest upload limit ``serve`` accepts: far above any photo.
 MAX_UPLOAD_MB = 100.0
@@ -98,6 +105,7 @@ def serve(
         int, typer.Option(min=1, max=64, help="Server processes, each with its model.")
     ] = 1,
     model: ModelOption = DEFAULT_BUNDLE,
+    gender_model: GenderModelOption = DEFAULT_GENDER_BUNDLE,
     precision: PrecisionOption = None,
     max_upload_mb: Annotated[
         float, typer.Option(help="Largest upload accepted, in MB (up to 100).")
@@ -137,7 +145,9 @@ def serve(
     except ImportError as error:
         raise fail("the server needs its extras: pip install 'agelens[server]'", 2) from error
     # Workers are separate processes: they read their settings from the environment.
+    require_bundle(gender_model, GENDER)
     os.environ["AGELENS_MODEL"] = model
+    os.environ["AGELENS_GENDER_MODEL"] = gender_model
     if precision:
         os.environ["AGELENS_PRECISION"] = precision
     os.environ["AGELENS_MAX_UPLOAD_MB"] = str(max_upload_mb)

@@ -18,6 +18,8 @@ from agelens import strict_json
 from agelens.batch import EstimatorPool, ImageResult, Source, estimate_in_order
 from agelens.cli.common import (
     AlignedOption,
+    GenderModelOption,
+    GenderOption,
     GroupsOption,
     JsonOption,
     ModelOption,
@@ -28,13 +30,14 @@ from agelens.cli.common import (
     make_estimator,
     out,
     progress_bar,
+    require_bundle,
     shown,
 )
 from agelens.cli.engine import predict_on_ray
 from agelens.cli.files.copies import CROP_SIZE, check_output_folder, write_copies
 from agelens.cli.files.sources import SourceError, resolve_sources
 from agelens.estimator import AgeEstimator
-from agelens.models.bundles import DEFAULT_BUNDLE
+from agelens.models.bundles import DEFAULT_BUNDLE, DEFAULT_GENDER_BUNDLE, GENDER
 from agelens.records import flat_columns, flat_rows, image_record
 
 
@@ -59,12 +62,17 @@ def run_pool(
     aligned: bool,
     distribution: bool = False,
     keep_images: bool = False,
+    gender: bool = False,
 ) -> Iterator[ImageResult]:
     """Results in order, from workers on every core, with a progress bar on a terminal."""
     with EstimatorPool(estimator) as pool, progress_bar(len(sources)) as progress:
         task = progress.add_task("Estimating", total=len(sources))
         results = pool.estimate_files(
-            sources, aligned=aligned, distribution=distribution, keep_images=keep_images
+            sources,
+            aligned=aligned,
+            distribution=distribution,
+            keep_images=keep_images,
+            gender=gender,
         )
         for result in results:
             progress.advance(task)
@@ -89,10 +97,12 @@ def results_in_order(
     aligned: bool,
     distribution: bool = False,
     keep_images: bool = False,
+    gender: bool = False,
 ) -> Iterator[ImageResult]:
     """Every input's result in the order given, the sources estimated by :func:`run_pool`."""
     return estimate_in_order(
-        inputs, lambda sources: run_pool(estimator, sources, aligned, distribution, keep_images)
+        inputs,
+        lambda sources: run_pool(estimator, sources, aligned, distribution, keep_images, gender),
     )
 
 
@@ -123,6 +133,8 @@ def predict(
             "age distribution.",
         ),
     ] = False,
+    gender: GenderOption = False,
+    gender_model: GenderModelOption = DEFAULT_GENDER_BUNDLE,
     min_score: Annotated[float, typer.Option(help="Detector score threshold (0-1).")] = 0.6,
     min_face: Annotated[int, typer.Option(help="Smallest face side in pixels.")] = 20,
     detect_size: Annotated[
@@ -157,6 +169,8 @@ def predict(
     Exit code 1 when any input could not be read (the others are still processed).
     """
     detection = {"min_score": min_score, "min_face": min_face, "detect_max_side": detect_size}
+    if gender:
+        require_bundle(gender_model, GENDER)
     if engine is Engine.RAY:
         chosen = {
             "--json": as_json,
@@ -177,13 +191,17 @@ def predict(
             groups=groups,
             tta=tta,
             precision=precision,
+            gender=gender,
+            gender_model=gender_model,
             **detection,
         )
         return
     local_only = {"--out": out_path, "--address": address, "--actors": actors, "--resume": resume}
     if given := [name for name, value in local_only.items() if value]:
         raise fail(f"{', '.join(given)}: only with --engine ray", 2)
-    estimator = make_estimator(model, groups, tta, precision, **detection)
+    estimator = make_estimator(
+        model, groups, tta, precision, gender_model=gender_model if gender else None, **detection
+    )
     inputs = image_sources(images)
     files = [item for item in inputs if isinstance(item, Path)]
     for folder, option in ((annotate, "--annotate"), (save_crops, "--save-crops")):
@@ -193,27 +211,31 @@ def predict(
     written: set[Path] = set()
     failed = 0
     with ExitStack() as stack:
-        table = _csv_writer(stack, csv_path, group_names) if csv_path else None
+        table = _csv_writer(stack, csv_path, group_names, gender) if csv_path else None
         keep = annotate is not None or save_crops is not None
-        for result in results_in_order(estimator, inputs, aligned, distribution, keep):
+        for result in results_in_order(estimator, inputs, aligned, distribution, keep, gender):
             failed += result.error is not None
             if result.image is not None:
                 write_copies(result, annotate, save_crops, estimator.aligner.padding, written)
             name = str(result.path)
             if table is not None:
-                table.writerows(flat_rows(name, result.faces, result.error, group_names))
+                table.writerows(
+                    flat_rows(name, result.faces, result.error, group_names, gender=gender)
+                )
             if as_json:
                 record = image_record(name, result.faces, result.error, distribution=distribution)
                 sys.stdout.write(strict_json.dumps(record) + "\n")
             else:
-                print_faces(result, distribution)
+                print_faces(result, distribution, gender)
     if failed:
         raise fail(f"{failed} input(s) could not be read")
 
 
-def _csv_writer(stack: ExitStack, path: Path, group_names: list[str]) -> csv.DictWriter:
+def _csv_writer(
+    stack: ExitStack, path: Path, group_names: list[str], gender: bool
+) -> csv.DictWriter:
     handle = stack.enter_context(_replaced_when_done(path))
-    writer = csv.DictWriter(handle, flat_columns(group_names))
+    writer = csv.DictWriter(handle, flat_columns(group_names, gender=gender))
     writer.writeheader()
     return writer
 
@@ -252,8 +274,9 @@ def _replaced_when_done(path: Path) -> Iterator[TextIO]:
         raise fail(f"--csv {path}: cannot write ({error.strerror})", 2) from error
 
 
-def print_faces(result: ImageResult, every_group: bool = False) -> None:
-    """A table per photo; ``every_group`` (``--distribution``) adds each group's probability."""
+def print_faces(result: ImageResult, every_group: bool = False, gender: bool = False) -> None:
+    """A table per photo; ``every_group`` (``--distribution``) adds each group's probability,
+    ``gender`` (``--gender``) the apparent gender."""
     if result.error is not None:
         err.print(f"[red]{shown(str(result.path))}[/]: {shown(result.error)}", highlight=False)
         return
@@ -265,8 +288,8 @@ def print_faces(result: ImageResult, every_group: bool = False) -> None:
         )
         return
     table = Table(title=shown(str(result.path)), title_justify="left")
-    columns = ["face", "age (90% interval)", "group", "box", "score"]
-    for column in columns + (["every group"] if every_group else []):
+    columns = ["face", "age (90% interval)", "group", *(["gender"] if gender else []), "box"]
+    for column in [*columns, "score"] + (["every group"] if every_group else []):
         table.add_column(column)
     for index, face in enumerate(result.faces, 1):
         score = "-" if face.score is None else f"{face.score:.2f}"
@@ -275,6 +298,7 @@ def print_faces(result: ImageResult, every_group: bool = False) -> None:
             str(index),
             face.label,
             face.group_text,
+            *([face.gender_text] if gender else []),
             ", ".join(f"{v:.0f}" for v in face.box),
             score,
             *([groups] if every_group else []),

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, TextIO
+from typing import Annotated, Any, BinaryIO
 
 import typer
 
 from agelens import strict_json
-from agelens.annotate import draw_labels
 from agelens.cli.common import (
+    GenderModelOption,
+    GenderOption,
     GroupsOption,
     JsonOption,
     ModelOption,
@@ -26,18 +25,13 @@ from agelens.cli.common import (
     progress_bar,
     shown,
 )
+from agelens.cli.files.video_files import VideoWriter, text_file, write_people_csv
 from agelens.decisions.gate import GatePolicy
 from agelens.errors import AgeLensError
-from agelens.models.bundles import DEFAULT_BUNDLE
-from agelens.video import AgeTracker, TrackedFace, TrackSummary, read_frames
-from agelens.video.frames import STREAM_TIMEOUT_S, Frame, LatestFrames
+from agelens.models.bundles import DEFAULT_BUNDLE, DEFAULT_GENDER_BUNDLE
+from agelens.video import AgeTracker, TrackSummary, read_frames
+from agelens.video.frames import STREAM_TIMEOUT_S, LatestFrames
 from agelens.video.reads import DEFAULT_READS_PER_SECOND, SETTLING_SECONDS, ReadBudget
-
-#: The columns of ``agelens video --csv``: one row per person.
-CSV_COLUMNS = [
-    "track", "first_frame", "last_frame", "frames", "age", "interval_low", "interval_high",
-    "label", "group", "group_probability", "decision",
-]  # fmt: skip
 
 
 def video(
@@ -98,6 +92,8 @@ def video(
         typer.Option(min=0.1, help="Give up a stream that sends nothing for this many seconds."),
     ] = STREAM_TIMEOUT_S,
     precision: PrecisionOption = None,
+    gender: GenderOption = False,
+    gender_model: GenderModelOption = DEFAULT_GENDER_BUNDLE,
 ) -> None:
     """Track every face through a video and give one steady age per person.
 
@@ -113,18 +109,31 @@ def video(
         raise fail("--buffer needs --over", 2)
     # One frame at a time: each network run gets every core (2.76x real time against
     # 2.13x with one thread, bench/results/video.json).
-    estimator = make_estimator(model, groups, None, precision, threads=os.cpu_count() or 1)
+    estimator = make_estimator(
+        model,
+        groups,
+        None,
+        precision,
+        gender_model=gender_model if gender else None,
+        threads=os.cpu_count() or 1,
+    )
     policy: GatePolicy | None = None
     if over is not None:
         try:
             policy = estimator.gate_policy(over, buffer)
         except ValueError as error:
             raise fail(str(error), 2) from error
-    tracker = AgeTracker(estimator, every=every, policy=policy, budget=ReadBudget(reads_per_second))
+    tracker = AgeTracker(
+        estimator,
+        every=every,
+        policy=policy,
+        budget=ReadBudget(reads_per_second),
+        gender=gender,
+    )
     try:
         with ExitStack() as stack:
-            lines = stack.enter_context(_text_file(frames_file)) if frames_file else None
-            writer = stack.enter_context(_VideoWriter.open(annotated)) if annotated else None
+            lines = stack.enter_context(text_file(frames_file)) if frames_file else None
+            writer = stack.enter_context(VideoWriter.open(annotated)) if annotated else None
             progress = stack.enter_context(progress_bar(None, unit="frames"))
             task = progress.add_task("Frames", total=None)
             readable = _standard_input() if source == "-" else source
@@ -141,12 +150,12 @@ def video(
         raise fail(str(error)) from error
     people = tracker.finish()
     if csv_path is not None:
-        _write_csv(csv_path, people)
+        write_people_csv(csv_path, people, gender)
     if as_json:
         for person in people:
             sys.stdout.write(strict_json.dumps(person.to_dict()) + "\n")
     else:
-        _print_people(people, source)
+        _print_people(people, source, gender)
     if latest is not None:
         kept = {"frames_received": latest.received, "frames_dropped": latest.dropped}
         if as_json:
@@ -201,104 +210,25 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-@contextmanager
-def _text_file(path: Path) -> Iterator[TextIO]:
-    try:
-        handle = path.open("w", encoding="utf-8")
-    except OSError as error:
-        raise fail(f"{path}: cannot write ({error.strerror})", 2) from error
-    with handle:
-        yield handle
-
-
-class _VideoWriter:
-    """The annotated video: each frame with its faces' boxes, tracks and steady ages."""
-
-    def __init__(self, container: Any) -> None:
-        self.container = container
-        self.stream: Any = None
-
-    @classmethod
-    @contextmanager
-    def open(cls, path: Path) -> Iterator[_VideoWriter]:
-        import av
-
-        try:
-            container = av.open(str(path), "w")
-        except (av.FFmpegError, OSError) as error:
-            raise fail(f"--out {path}: cannot write ({error})", 2) from error
-        writer = cls(container)
-        try:
-            yield writer
-        finally:
-            if writer.stream is not None:
-                writer.container.mux(writer.stream.encode())
-            container.close()
-
-    def write(self, frame: Frame, faces: list[TrackedFace]) -> None:
-        import av
-
-        height, width = frame.image.shape[:2]
-        if self.stream is None:
-            self.stream = self.container.add_stream("mpeg4", rate=round(frame.rate) or 25)
-            self.stream.width, self.stream.height = width - width % 2, height - height % 2
-            self.stream.pix_fmt = "yuv420p"
-            self.stream.bit_rate = 4_000_000
-        wordings = [_wordings(face) for face in faces]
-        picture = draw_labels(frame.image, [face.box for face in faces], wordings)
-        picture = picture.crop((0, 0, self.stream.width, self.stream.height))
-        encoded = av.VideoFrame.from_image(picture)
-        self.container.mux(self.stream.encode(encoded))
-
-
-def _wordings(face: TrackedFace) -> list[str]:
-    if face.age is None or face.interval is None:
-        return [f"#{face.track}"]
-    low, high = face.interval
-    return [
-        f"#{face.track} {face.age:.0f} ({low:.0f}-{high:.0f})",
-        f"#{face.track} {face.age:.0f}",
-        f"#{face.track}",
-    ]
-
-
-def _write_csv(path: Path, people: list[TrackSummary]) -> None:
-    try:
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, CSV_COLUMNS)
-            writer.writeheader()
-            for person in people:
-                record = person.to_dict()
-                interval = record.pop("interval") or [None, None]
-                group = record.pop("group") or {}
-                writer.writerow(
-                    {
-                        **record,
-                        "interval_low": interval[0],
-                        "interval_high": interval[1],
-                        "group": group.get("label"),
-                        "group_probability": group.get("probability"),
-                    }
-                )
-    except OSError as error:
-        raise fail(f"--csv {path}: cannot write ({error.strerror})", 2) from error
-
-
-def _print_people(people: list[TrackSummary], source: str) -> None:
+def _print_people(people: list[TrackSummary], source: str, gender: bool) -> None:
     from rich.table import Table
 
     table = Table(title=shown(source), title_justify="left")
-    for column in ("person", "frames", "age (90% interval)", "group", "decision"):
+    columns = ["person", "frames", "age (90% interval)", "group", "decision"]
+    for column in columns + (["gender"] if gender else []):
         table.add_column(column)
     for person in people:
         group = person.group or {}
-        table.add_row(
+        cells = [
             f"#{person.track}",
             f"{person.first_frame}-{person.last_frame} ({person.frames})",
             person.label or "-",
             f"{group['label']} {group['probability']:.0%}" if group else "-",
             person.decision or "-",
-        )
+        ]
+        if gender:
+            cells.append(person.gender.text if person.gender else "-")
+        table.add_row(*cells)
     out.print(table)
     if not people:
         out.print("no face found in the video")

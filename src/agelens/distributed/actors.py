@@ -22,13 +22,14 @@ from agelens.records import flat_columns, flat_rows
 #: that a restarted actor repeats little.
 BATCH_SIZE = 64
 
-_TEXT_COLUMNS = frozenset({"image", "label", "group", "age_group", "error"})
+_TEXT_COLUMNS = frozenset({"image", "label", "group", "age_group", "gender", "error"})
 
 
-def row_schema(group_names: list[str]) -> pa.Schema:
+def row_schema(group_names: list[str], *, gender: bool = False) -> pa.Schema:
     """The Arrow types of :func:`agelens.records.flat_rows`, the same for every batch."""
     types = {"face": pa.int32()} | dict.fromkeys(_TEXT_COLUMNS, pa.string())
-    return pa.schema([(name, types.get(name, pa.float64())) for name in flat_columns(group_names)])
+    columns = flat_columns(group_names, gender=gender)
+    return pa.schema([(name, types.get(name, pa.float64())) for name in columns])
 
 
 def estimate_dataset(
@@ -38,6 +39,7 @@ def estimate_dataset(
     aligned: bool = False,
     actors: int | None = None,
     batch_size: int = BATCH_SIZE,
+    gender: bool = False,
     **estimator_options: Any,
 ) -> ray.data.Dataset:
     """Every face of every image in ``ds``, as flat rows (see :mod:`agelens.records`).
@@ -46,13 +48,19 @@ def estimate_dataset(
     and/or a ``bytes`` column (the encoded images, named by ``path`` when it is there, else
     ``sha1:`` and the sha1 of their bytes).
     ``estimator_options`` are :class:`~agelens.AgeEstimator`'s (``groups``, ``tta``,
-    ``precision``, ``min_score``, ``min_face``, ``detect_max_side``). ``actors`` defaults
+    ``precision``, ``min_score``, ``min_face``, ``detect_max_side``, ``gender_model``);
+    ``gender`` adds the apparent-gender columns. ``actors`` defaults
     to one per CPU of the cluster; an actor that dies is restarted and its batches retried.
     """
     size = actors or cluster_cpus()
     return ds.map_batches(
         EstimatorActor,
-        fn_constructor_kwargs={"model": model, "aligned": aligned, "options": estimator_options},
+        fn_constructor_kwargs={
+            "model": model,
+            "aligned": aligned,
+            "options": estimator_options,
+            "gender": gender,
+        },
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=size),
@@ -68,11 +76,14 @@ def cluster_cpus() -> int:
 class EstimatorActor:
     """One model per actor, its networks on one thread (an actor holds one CPU)."""
 
-    def __init__(self, model: str, aligned: bool, options: dict[str, Any]) -> None:
+    def __init__(
+        self, model: str, aligned: bool, options: dict[str, Any], gender: bool = False
+    ) -> None:
         self.estimator = AgeEstimator(model, threads=1, **options)
         self.aligned = aligned
+        self.gender = gender
         self.group_names = list(self.estimator.groups.labels)
-        self.schema = row_schema(self.group_names)
+        self.schema = row_schema(self.group_names, gender=gender)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         names = [str(p) for p in batch["path"]] if "path" in batch else None
@@ -93,13 +104,15 @@ class EstimatorActor:
         results = estimate_in_order(
             inputs,
             lambda sources: estimate_files(
-                self.estimator, sources, aligned=self.aligned, workers=1
+                self.estimator, sources, aligned=self.aligned, workers=1, gender=self.gender
             ),
         )
         rows = [
             row
             for result in results
-            for row in flat_rows(str(result.path), result.faces, result.error, self.group_names)
+            for row in flat_rows(
+                str(result.path), result.faces, result.error, self.group_names, gender=self.gender
+            )
         ]
         return pa.Table.from_pylist(rows, schema=self.schema)
 

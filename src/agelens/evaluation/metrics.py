@@ -14,7 +14,7 @@ from agelens.data.datasets import Sample
 from agelens.decisions import calibration
 from agelens.decisions.gate import Decision, GatePolicy
 from agelens.decisions.groups import GroupScheme
-from agelens.pipeline.estimates import Face
+from agelens.pipeline.estimates import UNCERTAIN, Face
 
 #: Bands that matter for age assurance (13-17 and 18-24 around the gate) and for fairness.
 AGE_BANDS: tuple[tuple[str, int, int], ...] = (
@@ -44,6 +44,7 @@ def predict_samples(
     distribution: bool = False,
     on_progress: Callable[[], None] | None = None,
     images: Sequence[Source] | None = None,
+    gender: bool = False,
 ) -> Iterator[Prediction]:
     """The largest face of each readable sample; the whole image when no face is found.
 
@@ -54,6 +55,7 @@ def predict_samples(
         aligned=aligned,
         distribution=distribution,
         whole_if_no_face=True,
+        gender=gender,
     )
     for sample, result in zip(samples, results, strict=True):
         if on_progress:
@@ -148,6 +150,66 @@ def _mae_by(
     return {"groups": groups, "gap": round(max(maes) - min(maes), 4)}
 
 
+#: How a dataset may write a gender label, and the network label it stands for.
+_GENDER_NAMES = {
+    "m": "male",
+    "man": "male",
+    "male": "male",
+    "f": "female",
+    "woman": "female",
+    "female": "female",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _GenderRow:
+    sample: Sample
+    right: bool
+    answered: bool
+
+
+def gender_figures(predictions: Sequence[Prediction]) -> dict[str, Any]:
+    """How often the apparent-gender answer matches the dataset's label: ``accuracy`` of
+    the likelier label on every face, ``answered`` (the share not ``uncertain``) and
+    ``answered_accuracy``, over all faces, those aged 20 and over, each age band and each
+    race the data labels. Empty when no face has both a label and an answer."""
+    rows = []
+    for p in predictions:
+        answer = p.face.gender
+        truth = _GENDER_NAMES.get(str(p.sample.gender).strip().lower())
+        if answer is None or truth is None:
+            continue
+        likelier = max(answer.probabilities, key=lambda label: answer.probabilities[label])
+        rows.append(_GenderRow(p.sample, likelier == truth, answer.label != UNCERTAIN))
+    if not rows:
+        return {}
+    result = _gender_figures(rows)
+    aged = [(row.sample.age, row) for row in rows if row.sample.age is not None]
+    if adults := [row for age, row in aged if age >= 20]:
+        result["aged_20_plus"] = _gender_figures(adults)
+    result["per_band"] = {
+        name: _gender_figures(chosen)
+        for name, low, high in AGE_BANDS
+        if (chosen := [row for age, row in aged if low <= age <= high])
+    }
+    races = sorted({row.sample.race for row in rows if row.sample.race is not None})
+    result["by_race"] = {
+        race: _gender_figures([row for row in rows if row.sample.race == race]) for race in races
+    }
+    return result
+
+
+def _gender_figures(rows: Sequence[_GenderRow]) -> dict[str, Any]:
+    right = np.array([row.right for row in rows])
+    answered = np.array([row.answered for row in rows])
+    return {
+        "n": len(rows),
+        "accuracy": round(float(right.mean()), 4),
+        "answered": round(float(answered.mean()), 4),
+        "answered_accuracy": round(float(right[answered].mean()), 4) if answered.any() else None,
+    }
+
+
 def metrics(
     predictions: Sequence[Prediction],
     *,
@@ -158,8 +220,9 @@ def metrics(
 
     ``coverage90`` is the share of true ages inside the reported interval (90% by
     default). ``by_gender`` and ``by_race`` appear when the data has them, ``gate``
-    when ``policy`` is given and the data has ages. Images with no face count in
-    ``no_face`` only; every other figure is over the ``scored`` faces.
+    when ``policy`` is given and the data has ages, ``apparent_gender`` when the faces
+    were estimated with ``gender=True`` and the data labels gender (:func:`gender_figures`).
+    Images with no face count in ``no_face`` only; every other figure is over the ``scored`` faces.
     """
     scored = with_faces(predictions)
     result: dict[str, Any] = {
@@ -186,6 +249,8 @@ def metrics(
                 result[f"by_{attribute}"] = by
         if policy is not None:
             result["gate"] = gate_figures(with_age, policy)
+    if gender := gender_figures(scored):
+        result["apparent_gender"] = gender
     if scheme is not None:
         labels, matrix = confusion(scored, scheme)
         if matrix.sum():

@@ -2,7 +2,8 @@
 
 A bundle is data, not code. It is named by a built-in name (``cydral-v1``), or by a
 path to a folder holding ``manifest.json``, or to the manifest itself. Its ``task``
-says what the network does: ``age`` (the default) or ``face-detection``. Built-in
+says what the network does: ``age`` (the default), ``gender`` (apparent gender, as the
+datasets label it) or ``face-detection``. Built-in
 bundles ship inside AgeLens or point at weights that an installed package ships,
 so nothing is downloaded.
 """
@@ -23,7 +24,9 @@ from agelens.errors import ModelError
 
 DEFAULT_BUNDLE = "cydral-v1"
 DEFAULT_DETECTOR = "yunet-2023"
-AGE, FACE_DETECTION = "age", "face-detection"
+DEFAULT_GENDER_BUNDLE = "cydral-gender-v1"
+AGE, GENDER, FACE_DETECTION = "age", "gender", "face-detection"
+TASKS = (AGE, GENDER, FACE_DETECTION)
 #: Numeric precisions a bundle may ship: its own weights, and an optional quantized variant.
 FP32, INT8 = "fp32", "int8"
 PRECISIONS = (FP32, INT8)
@@ -71,6 +74,16 @@ class Bundle:
     def ages(self) -> list[float]:
         """The age in years each output class stands for (its value in the expectation)."""
         return [float(v) for v in self.manifest["output"]["ages"]]
+
+    @property
+    def labels(self) -> list[str]:
+        """A gender network's output classes, in order."""
+        return [str(v) for v in self.manifest["output"]["labels"]]
+
+    @property
+    def uncertain_below(self) -> float:
+        """A gender network's answer is ``uncertain`` when its likelier label has less."""
+        return float(self.manifest.get("decision", {}).get("uncertain_below", 0.5))
 
     @property
     def chip_padding(self) -> float:
@@ -135,6 +148,12 @@ _REQUIRED = {
         "alignment": ("chip_padding",),
         **_COMMON,
     },
+    GENDER: {
+        "input": ("name", "size", "mean", "scale"),
+        "output": ("name", "labels"),
+        "alignment": ("chip_padding",),
+        **_COMMON,
+    },
     FACE_DETECTION: {
         "input": ("name", "layout", "dtype", "color_order", "multiple_of"),
         "output": ("strides", "nms_iou"),
@@ -157,14 +176,14 @@ def describe_builtin_bundles() -> list[dict[str, Any]]:
     """One JSON-ready row per shipped model: what it does, its licence and where it is from."""
     bundles = [
         load_bundle(name, task=task, verify=False)
-        for task in (AGE, FACE_DETECTION)
+        for task in TASKS
         for name in builtin_bundle_names(task)
     ]
     return [
         {
             "name": bundle.name,
             "task": bundle.task,
-            "default": bundle.name in (DEFAULT_BUNDLE, DEFAULT_DETECTOR),
+            "default": bundle.name in (DEFAULT_BUNDLE, DEFAULT_DETECTOR, DEFAULT_GENDER_BUNDLE),
             "licence": bundle.license["spdx"],
             "research_only": bool(bundle.license.get("research_only", False)),
             "attribution": bundle.license.get("attribution", ""),

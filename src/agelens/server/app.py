@@ -36,6 +36,13 @@ from agelens.server.access import api_key_guard
 from agelens.server.error_handlers import add_error_handlers
 from agelens.server.json_response import StrictJSONResponse
 from agelens.server.memory import is_large, return_free_memory
+from agelens.server.parameters import (
+    ERRORS,
+    UPLOAD_BODY,
+    AnnotateQuery,
+    GenderQuery,
+    GroupsQuery,
+)
 from agelens.server.schemas import EstimateOut, GateOut, VerifyOut
 from agelens.server.settings import ServerSettings
 from agelens.server.uploads import UploadError, read_image_bytes
@@ -47,42 +54,6 @@ from agelens.server.wire.headers import SecurityHeaders
 log = logging.getLogger("agelens.server")
 
 WEB = files("agelens.server") / "web"
-
-UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                    "required": ["file"],
-                }
-            },
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"image_base64": {"type": "string"}},
-                    "required": ["image_base64"],
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
-GroupsQuery = Annotated[
-    str, Query(description="imfdb, decades, utk5, or lower edges such as 13,31,51")
-]
-AnnotateQuery = Annotated[bool, Query(description="add the annotated photo (JPEG)")]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"description": text, "content": {"application/json": {"example": {"error": "..."}}}}
-    for status, text in (
-        (401, "missing or wrong API key"),
-        (413, "upload or pixel count over the limit"),
-        (415, "not an image of a supported kind (sniffed from the bytes)"),
-        (422, "empty, truncated or malformed input, or a bad parameter"),
-    )
-}
 
 
 def create_app(
@@ -99,8 +70,12 @@ def create_app(
                 precision=settings.precision,
                 max_pixels=settings.max_pixels,
                 threads=settings.threads,
+                gender_model=settings.gender_model,
             )
         )
+        # Loaded now: a gender bundle that is not one stops the server at start, and the
+        # first request with gender=true waits for nothing.
+        await anyio.to_thread.run_sync(lambda: app.state.estimator.gender)
         app.state.slots = anyio.CapacityLimiter(settings.inference_slots)
         # Large photos one at a time, queued here before they take a slot.
         app.state.large_lane = anyio.Lock()
@@ -164,6 +139,7 @@ def create_app(
         tta: Annotated[bool | None, Query(description="flip test-time augmentation")] = None,
         distribution: Annotated[bool, Query(description="add each face's distribution")] = False,
         annotate: AnnotateQuery = False,
+        gender: GenderQuery = False,
     ) -> dict[str, Any]:
         """Every face in the photo, with its age, interval and age group."""
         return await _estimate_upload(
@@ -173,6 +149,7 @@ def create_app(
             tta,
             distribution,
             lambda _, image, faces: _response(image, faces, distribution, annotate),
+            gender=gender,
         )
 
     @app.post("/v1/gate", response_model=GateOut, **upload_route)
@@ -191,6 +168,7 @@ def create_app(
         ] = None,
         groups: GroupsQuery = IMFDB.name,
         annotate: AnnotateQuery = False,
+        gender: GenderQuery = False,
     ) -> dict[str, Any]:
         """Pass, or refer to an ID check: a face passes when its age reaches over + buffer.
 
@@ -203,7 +181,7 @@ def create_app(
             return {**_response(image, faces, False, annotate), **gated.to_dict(over)}
 
         return await _estimate_upload(
-            request, settings.max_upload_bytes, groups, None, False, respond
+            request, settings.max_upload_bytes, groups, None, False, respond, gender=gender
         )
 
     @app.post("/v1/verify", response_model=VerifyOut, **upload_route)
@@ -271,6 +249,8 @@ async def _estimate_upload(
     tta: bool | None,
     distribution: bool,
     respond: Callable[[AgeEstimator, RGBImage, list[Face]], dict[str, Any]],
+    *,
+    gender: bool = False,
 ) -> dict[str, Any]:
     """Read the upload, then decode, estimate and ``respond`` in a worker thread.
 
@@ -284,7 +264,9 @@ async def _estimate_upload(
 
     def run() -> dict[str, Any]:
         image = load_image(data, max_pixels=estimator.max_pixels, still_only=True)
-        faces = estimator.estimate(image, groups=scheme, tta=tta, distribution=distribution)
+        faces = estimator.estimate(
+            image, groups=scheme, tta=tta, distribution=distribution, gender=gender
+        )
         answer = respond(estimator, image, faces)
         del image  # freed before the memory is handed back
         if large:

@@ -13,6 +13,12 @@ class GroupOut(BaseModel):
     age_group: str = Field(description="the group the estimated age falls in")
 
 
+class GenderOut(BaseModel):
+    label: str = Field(description="female, male, or uncertain below the bundle's threshold")
+    probability: float = Field(description="the likelier label's probability")
+    probabilities: dict[str, float] = Field(description="probability of each label")
+
+
 class FaceOut(BaseModel):
     """The same face object as ``agelens predict --json`` prints."""
 
@@ -45,6 +51,10 @@ class FaceOut(BaseModel):
         default=None,
         description="how well the face can be judged: eye_distance (px), sharpness, "
         "brightness, clipped, yaw, pitch, roll (degrees), colour",
+    )
+    gender: GenderOut | None = Field(
+        default=None,
+        description="apparent gender as datasets label it (not identity), when asked for",
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from agelens.models.bundles import DEFAULT_BUNDLE
+from agelens.models.bundles import DEFAULT_BUNDLE, DEFAULT_GENDER_BUNDLE
 
 #: Uploads above this many bytes are refused with 413 before they are read in full.
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -26,13 +26,14 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()
     inference_slots: int = DEFAULT_INFERENCE_SLOTS
     threads: int | None = None
+    gender_model: str = DEFAULT_GENDER_BUNDLE
 
     @classmethod
     def from_env(cls) -> ServerSettings:
         """``AGELENS_MODEL``, ``AGELENS_PRECISION``, ``AGELENS_MAX_UPLOAD_MB``,
         ``AGELENS_MAX_PIXELS``, ``AGELENS_API_KEY``, ``AGELENS_CORS_ORIGINS``
         (comma-separated), ``AGELENS_SLOTS``, ``AGELENS_THREADS`` (onnxruntime threads
-        per network)."""
+        per network), ``AGELENS_GENDER_MODEL`` (the bundle of ``gender=true``)."""
         env = os.environ
         origins = env.get("AGELENS_CORS_ORIGINS", "")
         return cls(
@@ -46,4 +47,5 @@ class ServerSettings:
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             inference_slots=int(env.get("AGELENS_SLOTS", DEFAULT_INFERENCE_SLOTS)),
             threads=int(env["AGELENS_THREADS"]) if env.get("AGELENS_THREADS") else None,
+            gender_model=env.get("AGELENS_GENDER_MODEL", DEFAULT_GENDER_BUNDLE),
         )

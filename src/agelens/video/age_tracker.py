@@ -16,11 +16,11 @@ from typing import Any
 
 from agelens.decisions.gate import GatePolicy
 from agelens.estimator import AgeEstimator
-from agelens.pipeline.estimates import Face
+from agelens.pipeline.estimates import Face, GenderEstimate
 from agelens.pipeline.faces import Detection
 from agelens.video.frames import Frame
 from agelens.video.reads import ReadBudget
-from agelens.video.steady import SteadyAge
+from agelens.video.steady import SteadyAge, SteadyGender
 from agelens.video.tracking import Box, FaceTracker, Track
 
 
@@ -35,10 +35,12 @@ class TrackedFace:
     age: float | None
     interval: tuple[float, float] | None
     frame_age: float | None
+    #: The person's pooled apparent gender so far, when the tracker was asked for it.
+    gender: GenderEstimate | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """One line of ``agelens video --frames``."""
-        return {
+        found = {
             "frame": self.frame,
             "time": round(self.time, 3),
             "track": self.track,
@@ -47,6 +49,9 @@ class TrackedFace:
             "interval": None if self.interval is None else [round(v, 1) for v in self.interval],
             "frame_age": None if self.frame_age is None else round(self.frame_age, 2),
         }
+        if self.gender is not None:
+            found["gender"] = self.gender.to_dict()
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +67,10 @@ class TrackSummary:
     label: str | None
     group: dict[str, Any] | None
     decision: str | None = None
+    gender: GenderEstimate | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        found = {
+        found: dict[str, Any] = {
             "track": self.track,
             "first_frame": self.first_frame,
             "last_frame": self.last_frame,
@@ -76,6 +82,8 @@ class TrackSummary:
         }
         if self.decision is not None:
             found["decision"] = self.decision
+        if self.gender is not None:
+            found["gender"] = self.gender.to_dict()
         return found
 
 
@@ -86,7 +94,8 @@ class AgeTracker:
     by the age network as ``budget`` says (:mod:`agelens.video.reads`: every frame while
     the track is new, then a few times a second), on every ``every``-th frame. With
     ``policy``, each person gets the gate's decision on their steady age and their
-    best-judged face.
+    best-judged face. With ``gender``, each person also gets their apparent gender,
+    pooled over the same reads.
     """
 
     def __init__(
@@ -97,6 +106,7 @@ class AgeTracker:
         policy: GatePolicy | None = None,
         max_missing_s: float = 4.0,
         budget: ReadBudget | None = None,
+        gender: bool = False,
     ) -> None:
         if every < 1:
             raise ValueError(f"every must be 1 or more, got {every}")
@@ -105,7 +115,9 @@ class AgeTracker:
         self.policy = policy
         self.tracker = FaceTracker(max_missing_s)
         self.budget = ReadBudget() if budget is None else budget
+        self.gender = gender
         self.ages: dict[int, SteadyAge] = {}
+        self.genders: dict[int, SteadyGender] = {}
         self.best_face: dict[int, Face] = {}
         self.seen: dict[int, list[int]] = {}  # track: [first frame, last frame, frames]
         self.finished: list[TrackSummary] = []
@@ -124,12 +136,16 @@ class AgeTracker:
             face = read.get(index)
             if face is not None:
                 self.ages.setdefault(number, SteadyAge(self.estimator)).add(face, frame.time)
+                if self.gender:
+                    self.genders.setdefault(number, SteadyGender(self.estimator)).add(face)
                 self._keep_best(number, face)
             steady = self.ages.get(number)
             age, interval = (steady.summary()[:2]) if steady is not None else (None, None)
             frame_age = None if face is None else face.age
+            pooled = self.genders.get(number)
+            gender = pooled.summary() if pooled is not None else None
             shown.append(
-                TrackedFace(frame.index, frame.time, number, box, age, interval, frame_age)
+                TrackedFace(frame.index, frame.time, number, box, age, interval, frame_age, gender)
             )
         return shown
 
@@ -147,6 +163,7 @@ class AgeTracker:
                 distribution=True,
                 gains=gains,
                 detections=[[found[index] for index in indices]],
+                gender=self.gender,
             )
             read.update(zip(indices, faces, strict=True))
         for index in read:
@@ -180,6 +197,7 @@ class AgeTracker:
         first, last, frames = self.seen.pop(track.number)
         steady = self.ages.pop(track.number, None)
         best = self.best_face.pop(track.number, None)
+        pooled = self.genders.pop(track.number, None)
         if steady is None or best is None:
             return TrackSummary(track.number, first, last, frames, None, None, None, None)
         age, interval, group, probability = steady.summary()
@@ -195,4 +213,5 @@ class AgeTracker:
             person.label,
             {"label": group, "probability": round(probability, 4)},
             decision,
+            None if pooled is None else pooled.summary(),
         )

@@ -23,6 +23,10 @@ relit and compressed, and pooled. Where the bundle's calibration holds a ``video
 entry (``tools/fit_video_intervals.py``), the track's interval is also scaled by its
 ``interval_scale``: the scale, 1 or more, that made tracks of clips of the faces the
 bundle was calibrated on cover 90%.
+
+**Apparent gender**, when asked for, is pooled the same way (:class:`SteadyGender`): the
+weighted mean of the reads' probabilities, answered ``uncertain`` below the gender
+bundle's threshold as one photo's would be.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from numpy.typing import NDArray
 
 from agelens.decisions.quality import QualityClass
 from agelens.estimator import AgeEstimator
-from agelens.pipeline.estimates import Face, summarize
+from agelens.models.bundles import Bundle
+from agelens.pipeline.estimates import Face, GenderEstimate, gender_estimates, summarize
 
 #: A frame's weight in its track by the quality class of its face.
 QUALITY_WEIGHTS = {
@@ -48,6 +53,11 @@ QUALITY_WEIGHTS = {
 SHARED_SHARE = 0.87
 #: Frames a second that count as different views of a face.
 VIEWS_PER_SECOND = 2.0
+
+
+def read_weight(bundle: Bundle, face: Face) -> float:
+    """How much one read of ``face`` counts in its track, by its quality class."""
+    return QUALITY_WEIGHTS[QualityClass(bundle.quality_limits.quality_class(face.quality))]
 
 
 class SteadyAge:
@@ -71,7 +81,7 @@ class SteadyAge:
         if face.distribution is None:
             raise ValueError("pooling needs each face's distribution")
         kind = self.estimator.bundle.quality_limits.quality_class(face.quality)
-        weight = QUALITY_WEIGHTS[QualityClass(kind)]
+        weight = read_weight(self.estimator.bundle, face)
         contribution = weight * face.distribution.astype(np.float64)
         self.pooled = contribution if self.pooled is None else self.pooled + contribution
         self.weight += weight
@@ -114,3 +124,32 @@ class SteadyAge:
         masses = found.group_probabilities[0]
         best = int(np.argmax(masses))
         return age, interval, estimator.groups.labels[best], float(masses[best])
+
+
+class SteadyGender:
+    """A track's pooled apparent gender: reads weighted as its age's are."""
+
+    def __init__(self, estimator: AgeEstimator) -> None:
+        self.estimator = estimator
+        self.pooled: NDArray[np.float64] | None = None
+        self.weight = 0.0
+
+    def add(self, face: Face) -> None:
+        """Pool one read's face (estimated with ``gender=True``)."""
+        if face.gender is None:
+            raise ValueError("pooling gender needs each face's gender")
+        labels = self.estimator.gender.bundle.labels
+        weight = read_weight(self.estimator.bundle, face)
+        contribution = weight * np.array([face.gender.probabilities[label] for label in labels])
+        self.pooled = contribution if self.pooled is None else self.pooled + contribution
+        self.weight += weight
+
+    def summary(self) -> GenderEstimate:
+        """The track's answer, from the mean of its reads."""
+        if self.pooled is None:
+            raise ValueError("no read pooled yet")
+        bundle = self.estimator.gender.bundle
+        (found,) = gender_estimates(
+            (self.pooled / self.weight)[None, :], bundle.labels, bundle.uncertain_below
+        )
+        return found

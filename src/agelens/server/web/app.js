@@ -14,7 +14,7 @@ let currentFile = null;
 let previewUrl = null;
 
 // The table's column names, repeated beside each value where a phone shows rows as cards.
-const COLUMNS = ["#", "Age", "90% interval", "Age groups", "Age check"];
+const COLUMNS = ["#", "Age", "90% interval", "Age groups", "Age check", "Apparent gender"];
 
 const VERDICTS = {
   pass: "Everyone passes the age check.",
@@ -44,6 +44,7 @@ async function analyse(file) {
   // An empty buffer leaves the model's fitted policy in charge, as the CLI and API do.
   const buffer = document.getElementById("buffer").value;
   if (buffer !== "") params.set("buffer", buffer);
+  if (document.getElementById("gender").checked) params.set("gender", "true");
   const body = new FormData();
   body.append("file", file);
   const headers = {};
@@ -111,7 +112,7 @@ function drawFaces(answer) {
   const boxes = answer.faces.map((face) => face.box);
   // The full label where there is room for every one; else "#n age"; else the number alone.
   const wordings = [
-    (face, n) => `#${n} ${face.label}`,
+    (face, n) => `#${n} ${face.label}${face.gender ? ` ${face.gender.label}` : ""}`,
     (face, n) => `#${n} ${face.label.split(" ")[0]}`,
     (face, n) => `#${n}`,
   ];
@@ -206,9 +207,22 @@ function render(file, answer) {
       decision.append(why);
     });
     row.append(...cells, groups, decision);
+    if (face.gender) {
+      const gender = document.createElement("td");
+      gender.dataset.label = COLUMNS[5];
+      const likelier = Object.entries(face.gender.probabilities)
+        .reduce((best, entry) => (entry[1] > best[1] ? entry : best));
+      const share = `${likelier[0]} ${(likelier[1] * 100).toFixed(0)}%`;
+      // The same words as the CLI's table: "female 93%", or "uncertain (female 58%)".
+      gender.textContent = face.gender.label === likelier[0]
+        ? share
+        : `${face.gender.label} (${share})`;
+      row.append(gender);
+    }
     return row;
   });
   document.querySelector("#faces tbody").replaceChildren(...rows);
+  document.getElementById("gender-column").hidden = !answer.faces.some((face) => face.gender);
   // No face, no table: an empty header row says nothing.
   document.getElementById("faces").hidden = rows.length === 0;
   const verdict = document.getElementById("verdict");
@@ -231,7 +245,7 @@ input.addEventListener("change", () => {
   if (input.files.length) analyse(input.files[0]);
 });
 form.addEventListener("submit", (event) => event.preventDefault());
-["over", "buffer", "groups"].forEach((id) =>
+["over", "buffer", "groups", "gender"].forEach((id) =>
   document.getElementById(id).addEventListener("change", () => {
     if (currentFile) analyse(currentFile);
   }),

@@ -55,6 +55,9 @@
     showSkipped();
     video.srcObject = stream;
     section.hidden = false;
+    // Into view: the person sees themselves, and a browser pauses a muted video that is
+    // off screen, which would send the same stale frame again and again.
+    section.scrollIntoView({ block: "start" });
     startButton.hidden = true;
     stopButton.hidden = false;
     timer = setInterval(sendFrame, FRAME_EVERY_MS);
