@@ -4,7 +4,8 @@ The collections: UTKFace test and the Indian actors' test (content-hash dedup, s
 60/20/20: the models train on these sets' train splits, so they are reported, not counted
 as held out for models trained on them), and every collection that
 ``tools/face_collections.py`` built under ``DATA/collections`` (its ``distinct.csv``,
-every file). Per model and collection: MAE, bias, MAE by age band, 90% coverage, group
+every file; of ``aaf``, whose val split the intervals and gates are fitted on, the test
+split, split by file). Per model and collection: MAE, bias, MAE by age band, 90% coverage, group
 accuracy, and the gate over 18 under the model's own policy (the share passing at each
 age 13-17, 18-24 and 25+); then the model's worst held-out collection.
 
@@ -30,6 +31,7 @@ from typing import Any
 
 from agelens import AgeEstimator
 from agelens.batch import EstimatorPool
+from agelens.data.datasets import Split
 from agelens.errors import AgeLensError
 from agelens.evaluation.leave_one_out import (
     Collection,
@@ -40,6 +42,9 @@ from agelens.evaluation.leave_one_out import (
 )
 from agelens.pipeline.runtime import machine_record
 
+#: Collections whose val split the shipped intervals and gates are fitted on: only their
+#: test split is scored here.
+FITTED_ON = ("aaf",)
 BANDS = ("0-12", "13-17", "18-24", "25-39", "40-59", "60+")
 
 
@@ -50,7 +55,8 @@ def collections(data: Path) -> list[Collection]:
         Collection("imfdb", f"imfdb:{data / 'imfdb-age' / 'train'}", "test", aligned=True),
     ]
     for table in sorted((data / "collections").glob("*/distinct.csv")):
-        found.append(Collection(table.parent.name, f"csv:{table}"))
+        split: Split = "test" if table.parent.name in FITTED_ON else "all"
+        found.append(Collection(table.parent.name, f"csv:{table}", split))
     return found
 
 

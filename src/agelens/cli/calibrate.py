@@ -13,7 +13,6 @@ from rich.markup import escape
 from agelens import strict_json
 from agelens.cli.common import (
     AlignedOption,
-    DataOption,
     ModelOption,
     PrecisionOption,
     err,
@@ -21,7 +20,7 @@ from agelens.cli.common import (
     out,
     predict_with_progress,
 )
-from agelens.data.datasets import data_record, read_dataset, select_split
+from agelens.data.datasets import CROP_KINDS, data_record, read_dataset, select_split, source_name
 from agelens.decisions import calibration
 from agelens.decisions.gate import fit_policy_domains, too_few_minors
 from agelens.decisions.quality import QualityLimits
@@ -40,8 +39,20 @@ DomainsOption = Annotated[
 ]
 
 
+CollectionsOption = Annotated[
+    list[str],
+    typer.Option(
+        "--data",
+        help="A labelled dataset: utkface:DIR, imfdb:DIR, csv:FILE or folder:DIR. Give it "
+        "again for each real collection: each is then a domain of its own, and the fit "
+        "holds on the worst (utkface: and imfdb: are read as aligned crops, the others "
+        "as --aligned says).",
+    ),
+]
+
+
 def calibrate(
-    data: DataOption,
+    data: CollectionsOption,
     model: ModelOption = DEFAULT_BUNDLE,
     split: Annotated[str, typer.Option(help="Split to calibrate on (content-hash).")] = "val",
     aligned: AlignedOption = False,
@@ -66,10 +77,11 @@ def calibrate(
 ) -> None:
     """Fit conformal 90% intervals and the gate buffer of a bundle on labelled ages.
 
-    Both are fitted on the worst of the domains: the faces as old prints, webcams, CCTV
-    and phones show them, so that they hold off the data's own domain. One calibration
-    serves every precision of a bundle; `--precision` picks the weights it is fitted
-    with, and the manifest records which.
+    Both are fitted on the worst of the domains: each real collection given with
+    --data, or, for one set of crops, the suite's made-up prints, webcams, CCTV and
+    phones. Fit on collections the model never trained on, so that the figures hold
+    off its training data. One calibration serves every precision of a bundle;
+    `--precision` picks the weights it is fitted with, and the manifest records which.
     """
     chosen = (
         list(DOMAINS) if domains == "all" else [n.strip() for n in domains.split(",") if n.strip()]
@@ -78,45 +90,57 @@ def calibrate(
         raise fail(f"unknown domain {unknown[0]!r}: choose from {', '.join(DOMAINS)}", 2)
     if not chosen:
         raise fail(f"--domains needs at least one of {', '.join(DOMAINS)}", 2)
+    if len(data) > 1:
+        if domains == "all":
+            chosen = [CLEAN]
+        elif chosen != [CLEAN]:
+            raise fail("with several --data, each is a domain: use --domains clean", 2)
     if chosen != [CLEAN] and not aligned:
         raise fail("the domain suite is made from face crops: add --aligned or --domains clean", 2)
     try:
         estimator = AgeEstimator(model, interval_level=0.9, precision=precision)
-        dataset = read_dataset(data)
-        samples = [s for s in select_split(dataset, split) if s.age is not None]  # type: ignore[arg-type]
+        sets = {spec: read_dataset(spec) for spec in data}
+        chosen_samples = {
+            spec: [s for s in select_split(dataset, split) if s.age is not None]  # type: ignore[arg-type]
+            for spec, dataset in sets.items()
+        }
     except (AgeLensError, ValueError) as error:
         raise fail(str(error), 2) from error
     if out_dir is None and "package" in estimator.bundle.manifest["artifact"]:
         raise fail("this bundle's weights live in another package: give --out DIR", 2)
-    if len(samples) < calibration.MIN_FACES:
-        raise fail(
-            f"calibration needs at least {calibration.MIN_FACES} faces with ages, "
-            f"{data} has {len(samples)}",
-            2,
-        )
+    for spec, samples in chosen_samples.items():
+        if len(samples) < calibration.MIN_FACES:
+            raise fail(
+                f"calibration needs at least {calibration.MIN_FACES} faces with ages, "
+                f"{spec} has {len(samples)} in its {split} split",
+                2,
+            )
     limits = QualityLimits()
     # Every draw of a domain: pooled for the intervals, each on its own for the gate.
     draws: dict[str, list[calibration.DomainFaces]] = {}
-    for name in chosen:
-        for seed in range(1 if name == CLEAN else draws_wanted):  # clean is one picture
-            predictions = with_faces(
-                predict_with_progress(
-                    estimator,
-                    samples,
-                    f"Calibrating ({name}{f', draw {seed + 1}' if draws_wanted > 1 else ''})",
-                    aligned=aligned,
-                    distribution=True,
-                    domain=None if chosen == [CLEAN] else name,
-                    seed=seed,
+    for spec, samples in chosen_samples.items():
+        for name in chosen:
+            domain_name = name if len(data) == 1 else source_name(spec)
+            for seed in range(1 if name == CLEAN else draws_wanted):  # clean is one picture
+                predictions = with_faces(
+                    predict_with_progress(
+                        estimator,
+                        samples,
+                        f"Calibrating ({domain_name}"
+                        f"{f', draw {seed + 1}' if draws_wanted > 1 else ''})",
+                        aligned=aligned or spec.split(":", 1)[0] in CROP_KINDS,
+                        distribution=True,
+                        domain=None if chosen == [CLEAN] else name,
+                        seed=seed,
+                    )
                 )
-            )
-            draws.setdefault(name, []).append(
-                (
-                    np.stack([p.face.distribution for p in predictions]),
-                    np.array([p.sample.age for p in predictions], dtype=np.float64),
-                    np.array([limits.quality_class(p.face.quality) for p in predictions]),
+                draws.setdefault(domain_name, []).append(
+                    (
+                        np.stack([p.face.distribution for p in predictions]),
+                        np.array([p.sample.age for p in predictions], dtype=np.float64),
+                        np.array([limits.quality_class(p.face.quality) for p in predictions]),
+                    )
                 )
-            )
     faces = {name: _pooled(found) for name, found in draws.items()}
     each_draw = {
         name if seed == 0 else f"{name}#{seed}": found
@@ -132,7 +156,9 @@ def calibrate(
     manifest["calibration"] = {
         **record,
         "draws": draws_wanted,
-        "data": data_record(data, dataset),
+        "data": data_record(data[0], sets[data[0]])
+        if len(data) == 1
+        else [data_record(spec, dataset) for spec, dataset in sets.items()],
         "precision": estimator.bundle.precision,
     }
     policy = {

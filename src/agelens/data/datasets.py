@@ -2,8 +2,8 @@
 
 A dataset is named by a spec: ``utkface:DIR``, ``imfdb:DIR`` (a folder with
 ``train.csv`` of ``ID,Class`` beside its images), ``csv:FILE`` (columns ``path``,
-relative to the CSV's folder, and ``age`` and/or ``group``, optional ``gender``, ``race``)
-or ``folder:DIR`` (one sub-folder of images per class, named by the class).
+relative to the CSV's folder or absolute, and ``age`` and/or ``group``, optional ``gender``,
+``race`` and ``person``) or ``folder:DIR`` (one sub-folder of images per class, named by the class).
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ class Sample:
     group: str | None = None
     gender: str | None = None
     race: str | None = None
+    #: Who the photo shows, where a collection says: every photo of one person falls in
+    #: one split, so a model is never checked on a face it saw in another photo.
+    person: str | None = None
 
 
 @dataclass(slots=True)
@@ -78,7 +81,8 @@ def read_imfdb(folder: Path) -> Dataset:
 
 
 def read_csv(table: Path) -> Dataset:
-    """Generic CSV: ``path`` plus ``age`` and/or ``group``; optional ``gender`` and ``race``."""
+    """Generic CSV: ``path`` plus ``age`` and/or ``group``; optional ``gender``, ``race`` and
+    ``person``."""
     rows = _read_rows(table, required=("path",))
     if rows and "age" not in rows[0] and "group" not in rows[0]:
         raise DatasetError(f"{table}: needs an 'age' or a 'group' column")
@@ -93,7 +97,16 @@ def read_csv(table: Path) -> Dataset:
         if not path.is_file() or (age is None and group is None):
             malformed.append(row["path"])
             continue
-        samples.append(Sample(path, age, group, row.get("gender") or None, row.get("race") or None))
+        samples.append(
+            Sample(
+                path,
+                age,
+                group,
+                row.get("gender") or None,
+                row.get("race") or None,
+                row.get("person") or None,
+            )
+        )
     return Dataset("csv", table, samples, malformed)
 
 
@@ -134,6 +147,17 @@ def read_dataset(spec: str) -> Dataset:
     return _READERS[kind](Path(location).expanduser())
 
 
+#: Dataset kinds whose images are aligned face crops by their nature.
+CROP_KINDS = ("utkface", "imfdb")
+
+
+def source_name(spec: str) -> str:
+    """What names a dataset's source: its kind, or a CSV's folder name (``csv:aaf/x.csv``
+    is ``aaf``), so that two tables of one collection name one source."""
+    kind, _, location = spec.partition(":")
+    return kind if kind != "csv" else Path(location).parent.name
+
+
 def data_record(spec: str, dataset: Dataset) -> dict[str, Any]:
     """What a manifest records of its data, enough to find it again and to tell whether it
     changed: the spec as given, and the sha1 of the sorted content hashes of its distinct
@@ -155,6 +179,14 @@ def split_of(digest: str) -> Split:
     """60/20/20 train/val/test, decided by the content hash so it never depends on file order."""
     bucket = int(digest[:8], 16) % 10
     return "train" if bucket < 6 else "val" if bucket < 8 else "test"
+
+
+def split_key(sample: Sample, digest: str) -> str:
+    """What decides a sample's split: the person's hash where the data names people (all
+    their photos go together), else the file's content hash."""
+    if sample.person is None:
+        return digest
+    return hashlib.sha1(f"person:{sample.person}".encode()).hexdigest()
 
 
 def unique_samples(dataset: Dataset) -> list[tuple[Sample, str]]:
@@ -182,7 +214,7 @@ def split_with_hashes(dataset: Dataset, split: Split) -> list[tuple[Sample, str]
     return [
         (sample, digest)
         for sample, digest in unique_samples(dataset)
-        if split == "all" or split_of(digest) == split
+        if split == "all" or split_of(split_key(sample, digest)) == split
     ]
 
 
@@ -197,11 +229,13 @@ def write_split(
     unique = unique_samples(dataset) if unique is None else unique
     members: dict[str, list[list[str]]] = {"train": [], "val": [], "test": []}
     for sample, digest in unique:
-        members[split_of(digest)].append([digest, str(sample.path.relative_to(_root_dir(dataset)))])
+        listed = _listed_path(sample.path, _root_dir(dataset))
+        members[split_of(split_key(sample, digest))].append([digest, listed])
     counts = {name: len(rows) for name, rows in members.items()}
     record = {
         "dataset": dataset.kind,
-        "rule": "sha1 of the file's bytes; first 8 hex digits mod 10: 0-5 train, 6-7 val, 8-9 test",
+        "rule": "sha1 of the file's bytes (of the person's id where the data names people); "
+        "first 8 hex digits mod 10: 0-5 train, 6-7 val, 8-9 test",
         "duplicates_dropped": dataset.duplicates,
         "malformed": dataset.malformed,
         "counts": counts,
@@ -209,6 +243,12 @@ def write_split(
     }
     path.write_text(strict_json.dumps(record))
     return counts
+
+
+def _listed_path(path: Path, root: Path) -> str:
+    """A member's path as a split file lists it: relative to the data's folder when inside
+    it, else as given (a CSV may name files anywhere)."""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def _root_dir(dataset: Dataset) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from numpy.typing import NDArray
@@ -66,8 +67,8 @@ def _thumbnail(grey: Image.Image) -> NDArray[np.float32]:
     return pixels / max(float(np.linalg.norm(pixels)), 1e-6)
 
 
-def fingerprints(paths: Sequence[Path]) -> Fingerprints:
-    """The fingerprints of image files, in order."""
+def fingerprints(paths: Sequence[Path | IO[bytes]]) -> Fingerprints:
+    """The fingerprints of image files (or of open binary streams), in order."""
     hashes, thumbnails = [], []
     for path in paths:
         with Image.open(path) as image:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agelens.batch import EstimatorPool
-from agelens.data.datasets import Sample, Split, read_dataset, select_split
+from agelens.data.datasets import Sample, Split, read_dataset, select_split, source_name
 from agelens.errors import AgeLensError
 from agelens.evaluation.domain_suite import worst_domain
 from agelens.evaluation.metrics import metrics, predict_samples
@@ -41,23 +41,19 @@ class Collection:
     aligned: bool = False
 
 
-def _source(spec: str) -> str:
-    """What names a dataset's source: its kind, or a CSV collection's folder name."""
-    kind, _, location = spec.partition(":")
-    return kind if kind != "csv" else Path(location).parent.name
-
-
 def seen_kinds(bundle: Bundle) -> set[str]:
-    """The sources a bundle was trained on (:func:`_source` of each), from its manifest."""
+    """The sources a bundle was trained on (``source_name`` of each), from its manifest."""
     training = bundle.manifest.get("training") or {}
     records = filter(None, [training.get("data"), *(training.get("more_data") or [])])
     # Manifests record a spec, or (newer ones) the spec with its files' hash.
-    return {_source(record if isinstance(record, str) else record["spec"]) for record in records}
+    return {
+        source_name(record if isinstance(record, str) else record["spec"]) for record in records
+    }
 
 
 def was_seen(collection: Collection, seen: set[str]) -> bool:
     """Whether a model trained on ``seen`` saw this collection."""
-    return _source(collection.spec) in seen
+    return source_name(collection.spec) in seen
 
 
 @functools.cache

@@ -9,7 +9,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agelens.data.chip_cache import AlignmentSettings, ChipSet, load_chips
-from agelens.data.datasets import Dataset, read_dataset, split_of, unique_samples, write_split
+from agelens.data.datasets import (
+    Dataset,
+    read_dataset,
+    split_key,
+    split_of,
+    unique_samples,
+    write_split,
+)
 from agelens.data.teacher_labels import teacher_distributions
 from agelens.decisions.groups import GroupScheme
 from agelens.errors import DatasetError
@@ -75,8 +82,8 @@ def labelled(
 
 def split_rows(chips: ChipSet) -> dict[str, list[int]]:
     rows: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    for row, digest in enumerate(chips.digests):
-        rows[split_of(digest)].append(row)
+    for row, (sample, digest) in enumerate(zip(chips.samples, chips.digests, strict=True)):
+        rows[split_of(split_key(sample, digest))].append(row)
     return rows
 
 
