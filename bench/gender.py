@@ -8,12 +8,15 @@ For every gender bundle given with -g (a name or folder):
 - ``test``: UTKFace test with that threshold: accuracy of the likelier label, the share
   answered and their accuracy, for all faces, those aged 20 and over, each age band,
   each race and each labelled gender;
+- ``held_out``: with ``--collections DIR``, each real collection built there that labels
+  gender (``distinct.csv``; of ``aaf``, its test split), as photos (faces found, the
+  largest read), with the same threshold and figures; faces not found are counted;
 - ``cost``: ``agelens predict FOLDER --json`` on N photos (test crops padded to 400x400)
   with and without ``--gender``, start-up included, in alternating pairs: the median
   ratio of the times.
 
     python bench/gender.py --data data/UTKFace -g cydral-gender-v1 \\
-        --out bench/results/gender.json
+        --collections data/collections --out bench/results/gender.json
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from typing import Any
 
 import numpy as np
 from benchmark import make_photos
+from leave_one_out import FITTED_ON
 
 from agelens import AgeEstimator
 from agelens.batch import EstimatorPool
 from agelens.data.datasets import read_dataset, select_split
-from agelens.evaluation.metrics import Prediction, gender_figures, predict_samples
+from agelens.evaluation.metrics import Prediction, gender_figures, predict_samples, with_faces
 from agelens.pipeline.estimates import gender_estimates
 from agelens.pipeline.runtime import machine_record
 
@@ -47,6 +51,20 @@ def predictions(estimator: AgeEstimator, data: Path, split: str) -> list[Predict
     samples = select_split(read_dataset(f"utkface:{data}"), split)  # type: ignore[arg-type]
     with EstimatorPool(estimator) as pool:
         return list(predict_samples(pool, samples, aligned=True, gender=True))
+
+
+def held_out(estimator: AgeEstimator, folder: Path) -> dict[str, list[Prediction]]:
+    """The predictions on each built collection that labels gender, as photos."""
+    found = {}
+    for table in sorted(folder.glob("*/distinct.csv")):
+        split = "test" if table.parent.name in FITTED_ON else "all"
+        samples = [s for s in select_split(read_dataset(f"csv:{table}"), split) if s.gender]
+        if samples:
+            with EstimatorPool(estimator) as pool:
+                found[table.parent.name] = list(
+                    predict_samples(pool, samples, aligned=False, gender=True)
+                )
+    return found
 
 
 def relabelled(found: list[Prediction], labels: list[str], threshold: float) -> list[Prediction]:
@@ -110,6 +128,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/UTKFace"))
     parser.add_argument("-g", "--gender-model", action="append", required=True)
     parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--collections", type=Path, help="built real collections to score")
     parser.add_argument("--photos", type=int, default=300)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench/results/gender.json"))
@@ -134,6 +153,18 @@ def main() -> None:
             },
             "cost": cost(args.data, name, args.photos, args.pairs),
         }
+        if args.collections:
+            scored = {}
+            for collection, found in held_out(estimator, args.collections).items():
+                answered = relabelled(with_faces(found), labels, threshold)
+                split = "test split" if collection in FITTED_ON else "all"
+                scored[collection] = {
+                    "data": f"{collection} ({split}), photos: the largest face found",
+                    "no_face": sum(not p.found for p in found),
+                    **gender_figures(answered),
+                    "by_labelled_gender": by_labelled_gender(answered),
+                }
+            models[estimator.gender.bundle.name]["held_out"] = scored
         print(json.dumps({name: models[estimator.gender.bundle.name]["fit"]}, indent=2))
     results["split"] = "content-hash dedup, sha1 60/20/20 (agelens.data.datasets)"
     results["machine"] = machine_record()

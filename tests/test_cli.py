@@ -135,7 +135,7 @@ def test_gate_exit_codes(photos: Path, tmp_path: Path):
     refer = runner.invoke(app, ["gate", astronaut, "--over", "70", "--buffer", "20"])
     assert refer.exit_code == 3 and "REFER: check an ID" in refer.output
     words = " ".join(refer.output.split())
-    assert "-> refer estimated age" in words and "is under 90" in words
+    assert "-> refer its estimated age is" in words and ", under 90" in words
     # A scanned print's grain: referred whatever the age, and the reason is given.
     grainy = runner.invoke(app, ["gate", str(photos / "hopper.jpg"), "--json"])
     record = json_lines(grainy.stdout)[0]
@@ -334,3 +334,23 @@ def test_annotated_labels_of_close_faces_never_overlap(astronaut):
                 and b[1] < a[1] + a[3]
             ), (a, b)
     assert annotate(astronaut, shifted).size == (512, 512)
+
+
+def test_progress_is_plain_lines_where_stderr_is_no_terminal(monkeypatch, capsys):
+    """Under ``nohup ... > log`` the log shows done/total every few seconds; a short job
+    prints nothing."""
+    from agelens.cli import common
+
+    with common.progress_bar(20) as progress:
+        task = progress.add_task("Quick", total=20)
+        for _ in range(20):
+            progress.advance(task)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(common._LinesProgress, "EVERY_S", 0.0)
+    with common.progress_bar(20) as progress:
+        task = progress.add_task("Reading faces", total=20)
+        for _ in range(20):
+            progress.advance(task)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 20 and lines[0].startswith("Reading faces: 1/20 (")
+    assert lines[-1].startswith("Reading faces: 20/20 (")

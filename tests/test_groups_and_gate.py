@@ -145,6 +145,33 @@ def test_lower_bound_rule_reads_the_interval():
         GatePolicy(18, 7, "median")
 
 
+def test_a_share_of_the_way_to_the_lower_end_is_a_rule_of_its_own():
+    face = Face((0, 0, 10, 10), 0.9, [], 30.0, (20.0, 40.0), "X", 1.0, {"X": 1.0})
+    policy = GatePolicy(18, 8, "toward_lower_bound", share=0.4)
+    assert policy.score(face) == pytest.approx(26.0) and policy.decide(face) is Decision.PASS
+    referred = GatePolicy(18, 8.5, "toward_lower_bound", share=0.4)
+    assert referred.reasons(face) == [
+        "its estimated age less 40% of the way to its 90% interval's low end is 26.0, under 26.5"
+    ]
+    with pytest.raises(ValueError, match="share"):
+        GatePolicy(18, 7, "toward_lower_bound", share=1.5)
+
+
+def test_the_fit_takes_the_share_that_lets_most_adults_through():
+    """Minors read old but unsure, or young and sure; adults read old and unsure, or a
+    little younger and sure. Neither the estimate nor the interval's lower end tells them
+    apart; a share of the way between does."""
+    kinds = [(15, 26, 6), (16, 21, 19), (30, 28, 12), (30, 24, 20)]  # truth, estimate, lower
+    truth, estimates, lower = (np.repeat(np.array(c, float), 100) for c in zip(*kinds, strict=True))
+    policy = choose_policy(estimates, lower, truth)
+    assert policy["rule"] == "toward_lower_bound" and policy["share"] in (0.2, 0.4)
+    assert policy["val_pass_13_17"] == 0 and policy["val_pass_25_plus"] == 1.0
+    for share in (0.0, 1.0):  # either end alone refers half the adults
+        scores = estimates - share * (estimates - lower)
+        highest_minor = scores[truth < 18].max()
+        assert pass_rates(scores, truth, np.nextafter(highest_minor, np.inf))[1] == 0.5
+
+
 def test_bundle_gate_policy_keeps_its_fitted_rule_at_every_threshold():
     bundle = load_bundle()
     gate = {"over": 18, "buffer": 1.5, "rule": "lower_bound"}

@@ -241,3 +241,21 @@ def test_calibrate_draws_each_domain_again_and_pools_the_draws(face_dataset, tmp
     assert record["domains"] == {name: 90 if name == "clean" else 180 for name in DOMAINS}
     refused = runner.invoke(app, [*arguments, "--aligned", "--draws", "0", "--out", str(out)])
     assert refused.exit_code == 2
+
+
+def test_calibrate_on_several_collections_fits_each_as_a_domain(face_dataset, tmp_path):
+    """Each --data is a domain named by its source; a CSV may name files by absolute path."""
+    table = tmp_path / "second-set" / "labels.csv"
+    table.parent.mkdir()
+    faces = sorted(face_dataset.glob("*.chip.jpg"))
+    rows = [f"{path},{path.name.split('_')[0]}" for path in faces]
+    table.write_text("path,age\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "fitted"
+    arguments = ["calibrate", "--data", f"utkface:{face_dataset}", "--data", f"csv:{table}"]
+    suite = runner.invoke(app, [*arguments, "--domains", "print", "--out", str(out)])
+    assert suite.exit_code == 2 and "--domains clean" in " ".join(suite.output.split())
+    result = runner.invoke(app, [*arguments, "--split", "all", "--aligned", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "manifest.json").read_text())["calibration"]
+    assert record["domains"] == {"utkface": 90, "second-set": 90}
+    assert [data["spec"] for data in record["data"]] == [arguments[2], arguments[4]]

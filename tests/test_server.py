@@ -96,7 +96,7 @@ def test_gate(client, astronaut_jpeg):
     assert (passed["over"], passed["buffer"], passed["pass_age"]) == (18, 7, 25)
     referred = upload(client, astronaut_jpeg, "/v1/gate", over=60, buffer=5).json()
     assert referred["decision"] == "refer" and referred["faces"][0]["decision"] == "refer"
-    assert referred["faces"][0]["reasons"][0].endswith("is under 65")
+    assert referred["faces"][0]["reasons"][0].endswith(", under 65")
     wall = encode(Image.new("RGB", (640, 480), (200, 200, 200)))
     empty = upload(client, wall, "/v1/gate").json()
     assert empty["decision"] == "no_face" and empty["faces"] == []

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agelens.decisions.gate import GatePolicy, GateResult
+from agelens.decisions.gate import TOWARD_LOWER_BOUND, GatePolicy, GateResult
 from agelens.decisions.groups import IMFDB, GroupScheme, resolve_scheme
 from agelens.decisions.verify import ClaimCheck, check_claimed, verify
 from agelens.models.bundles import (
@@ -298,6 +298,9 @@ class AgeEstimator:
             policy.pass_age,
             policy.rule,
             [policy.reasons(face) for face in faces],
+            policy.measure,
+            policy.share if policy.rule == TOWARD_LOWER_BOUND else None,
+            [policy.score(face) for face in faces],
         )
 
     def _face_boxes(

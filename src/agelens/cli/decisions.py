@@ -121,10 +121,8 @@ def _explain(image: str | None, result: GateResult, over: float) -> None:
     """The decision, the rule that made it, and each face's figure against the rule."""
     buffer = result.pass_age - over
     colour = {"pass": "green", "refer": "yellow", "no_face": "red"}[result.decision]
-    by_estimate = result.rule == "estimate"
-    measure = "its estimated age" if by_estimate else "the lower end of its 90% interval"
     rule = (
-        f"over {over:g} with a {buffer:g}-year buffer: a face passes when {measure} "
+        f"over {over:g} with a {buffer:g}-year buffer: a face passes when {result.measure} "
         f"reaches {result.pass_age:g}"
     )
     verdict = {
@@ -137,10 +135,9 @@ def _explain(image: str | None, result: GateResult, over: float) -> None:
         f"{where}[bold {colour}]{result.decision.upper()}[/]: {verdict} ({rule})",
         highlight=False,
     )
-    for face, decision, reasons in zip(result.faces, result.decisions, result.reasons, strict=True):
-        compared = face.age if by_estimate else face.interval[0]
-        named = "estimate" if by_estimate else "interval's lower end"
-        why = f"; its {named} ({compared:.1f}) reaches {result.pass_age:g}" if not reasons else ""
+    rows = zip(result.faces, result.decisions, result.reasons, result.scores, strict=True)
+    for face, decision, reasons, compared in rows:
+        why = f"; its score ({compared:.1f}) reaches {result.pass_age:g}" if not reasons else ""
         out.print(
             f"  face at {[round(v) for v in face.box]}: {face.label}{why} -> {decision}",
             highlight=False,

@@ -40,17 +40,26 @@ class Decision(StrEnum):
     NO_FACE = "no_face"
 
 
-ESTIMATE, LOWER_BOUND = "estimate", "lower_bound"
+ESTIMATE, LOWER_BOUND, TOWARD_LOWER_BOUND = "estimate", "lower_bound", "toward_lower_bound"
 #: What a gate may be asked: an age from 1 to 100, a buffer of up to 40 years (a fitted
 #: policy may need that much where a network reads minors far too old).
 MIN_OVER, MAX_OVER, MAX_BUFFER = 1.0, 100.0, 40.0
-RULES = (ESTIMATE, LOWER_BOUND)
+RULES = (ESTIMATE, LOWER_BOUND, TOWARD_LOWER_BOUND)
+#: The shares of the way from the estimate down to its interval's lower end that a fit
+#: tries (0 is the estimate, 1 the lower end). A face the network is unsure of must look
+#: older to pass, but the full 90% interval asks so much of every face that it refers
+#: adults a smaller share would let through at the same minor rate.
+SHARES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+#: The buffer's step in a fit, in years.
+BUFFER_STEP = 0.1
 
 
 @dataclass(frozen=True, slots=True)
 class GatePolicy:
-    """Pass a face when its estimate (or its interval's lower end) reaches ``over + buffer``
-    and, with ``quality``, when the face can be judged at all."""
+    """Pass a face when its score reaches ``over + buffer`` and, with ``quality``, when the
+    face can be judged at all. The score is the estimate, the lower end of its 90%
+    interval, or (``toward_lower_bound``) the estimate less ``share`` of its distance to
+    that lower end."""
 
     over: float = 18
     buffer: float = 7
@@ -59,6 +68,7 @@ class GatePolicy:
     #: Why no face may pass, when the model's fitted policy does not hold its promise:
     #: a gate must not state a rate it does not have, so it refers everyone instead.
     refer_all: str | None = None
+    share: float = 1.0
 
     def __post_init__(self) -> None:
         # NaN compares false both ways, so a check written as "not within" catches it too.
@@ -68,6 +78,8 @@ class GatePolicy:
             raise ValueError(f"the gate's buffer must be 0-{MAX_BUFFER:g} years, got {self.buffer}")
         if self.rule not in RULES:
             raise ValueError(f"gate rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+        if not 0 <= self.share <= 1:
+            raise ValueError(f"the gate's share must be 0-1, got {self.share}")
 
     @property
     def pass_age(self) -> float:
@@ -75,7 +87,27 @@ class GatePolicy:
 
     def score(self, face: Face) -> float:
         """The age this policy compares with ``pass_age``."""
-        return face.age if self.rule == ESTIMATE else face.interval[0]
+        if self.rule == ESTIMATE:
+            return face.age
+        if self.rule == LOWER_BOUND:
+            return face.interval[0]
+        return face.age - self.share * (face.age - face.interval[0])
+
+    @property
+    def measure(self) -> str:
+        """What must reach ``pass_age``, in words: every answer says it the same way."""
+        if self.rule == ESTIMATE:
+            return "its estimated age"
+        if self.rule == LOWER_BOUND:
+            return "the lower end of its 90% interval"
+        return f"its estimated age less {self.share:.0%} of the way to its 90% interval's low end"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rule as answers and reports record it."""
+        record: dict[str, Any] = {"over": self.over, "rule": self.rule, "buffer": self.buffer}
+        if self.rule == TOWARD_LOWER_BOUND:
+            record["share"] = self.share
+        return record
 
     def reasons(self, face: Face) -> list[str]:
         """Why the face is referred; empty when it passes."""
@@ -87,8 +119,7 @@ class GatePolicy:
         score = self.score(face)
         if score >= self.pass_age:
             return []
-        what = "estimated age" if self.rule == ESTIMATE else "lower end of the 90% interval"
-        return [f"{what} {score:.1f} is under {self.pass_age:g}"]
+        return [f"{self.measure} is {score:.1f}, under {self.pass_age:g}"]
 
     def decide(self, face: Face) -> Decision:
         return Decision.REFER if self.reasons(face) else Decision.PASS
@@ -166,9 +197,10 @@ def choose_policy_domains(
     max_minor_pass: float = MAX_MINOR_PASS,
     fit_minor_pass: float = FIT_MINOR_PASS,
 ) -> dict[str, Any]:
-    """The rule and smallest buffer (0.5-year steps) that hold ``fit_minor_pass`` for
-    13-17-year-olds in the worst domain, so that ``max_minor_pass`` holds with a margin;
-    of the two rules, the one passing more people aged 25+ on average over the domains.
+    """The rule and smallest buffer (:data:`BUFFER_STEP` steps) that hold
+    ``fit_minor_pass`` for 13-17-year-olds in the worst domain, so that ``max_minor_pass``
+    holds with a margin; of the rules (each share of :data:`SHARES`), the one passing more
+    people aged 25+ on average over the domains.
 
     "Hold" is meant for minors not in the fitting data. A threshold put just above the
     fitting sample's own top 2% is too low for the next sample (the highest scores of a
@@ -180,39 +212,48 @@ def choose_policy_domains(
     Faces the quality check refers never pass. Fitted on validation data, stored in a
     bundle as its default gate policy.
     """
-    allowed, minor_scores, minor_counts = {}, {}, {}
-    for name, (*scores, truth, judged) in domains.items():
+    allowed, minor_counts = {}, {}
+    for name, (*_, truth, _) in domains.items():
         truth = np.asarray(truth)
-        minors = (truth >= MINORS[0]) & (truth <= MINORS[1])
-        minor_counts[name] = int(minors.sum())
+        minor_counts[name] = int(((truth >= MINORS[0]) & (truth <= MINORS[1])).sum())
         allowed[name] = _allowed(minor_counts[name], fit_minor_pass, max_minor_pass)
-        for index, values in enumerate(scores):
-            minor_scores[name, index] = np.where(judged, values, -np.inf)[minors]
 
-    def holds(rule_index: int, pass_age: float) -> bool:
-        return all(
-            int((minor_scores[name, rule_index] >= pass_age).sum()) <= allowed[name]
-            for name in domains
-        )
-
-    def rates(rule_index: int, pass_age: float) -> dict[str, tuple[float, float]]:
+    def scored(share: float) -> dict[str, tuple[NDArray[np.float64], NDArray[np.floating]]]:
+        """Each domain's scores under ``share`` (unjudged faces never pass), and true ages."""
         return {
-            name: pass_rates(np.where(judged, scores[rule_index], -np.inf), truth, pass_age)
-            for name, (*scores, truth, judged) in domains.items()
+            name: (
+                np.where(judged, estimates - share * (estimates - lower), -np.inf),
+                np.asarray(truth),
+            )
+            for name, (estimates, lower, truth, judged) in domains.items()
         }
 
+    def holds(
+        found: dict[str, tuple[NDArray[np.float64], NDArray[np.floating]]], at: float
+    ) -> bool:
+        return all(
+            int(((scores >= at) & (truth >= MINORS[0]) & (truth <= MINORS[1])).sum())
+            <= allowed[name]
+            for name, (scores, truth) in found.items()
+        )
+
     candidates = []
-    for index, rule in enumerate((ESTIMATE, LOWER_BOUND)):
-        buffer = 0.0
-        while buffer < MAX_BUFFER and not holds(index, over + buffer):
-            buffer += 0.5
-        found = rates(index, over + buffer)
-        adults = float(np.nanmean([a for _, a in found.values()]))
-        candidates.append((adults, -buffer, rule, buffer, found, holds(index, over + buffer)))
-    adults, _, rule, buffer, found, held = max(candidates, key=lambda c: c[:2])
+    for share in SHARES:
+        found = scored(share)
+        steps = 0
+        while steps * BUFFER_STEP < MAX_BUFFER and not holds(found, over + steps * BUFFER_STEP):
+            steps += 1
+        buffer = round(steps * BUFFER_STEP, 4)
+        rates = {name: pass_rates(v, t, over + buffer) for name, (v, t) in found.items()}
+        adults = float(np.nanmean([a for _, a in rates.values()]))
+        held = holds(found, over + buffer)
+        candidates.append((adults, -buffer, share, buffer, rates, held))
+    adults, _, share, buffer, found, held = max(candidates, key=lambda c: c[:2])
+    rule = {0.0: ESTIMATE, 1.0: LOWER_BOUND}.get(share, TOWARD_LOWER_BOUND)
     policy: dict[str, Any] = {
         "over": over,
         "rule": rule,
+        **({"share": share} if rule == TOWARD_LOWER_BOUND else {}),
         "buffer": buffer,
         "max_minor_pass": max_minor_pass,
         "fit_minor_pass": fit_minor_pass,
@@ -297,6 +338,12 @@ class GateResult:
     rule: str = "estimate"
     #: Per face, why it was referred (empty when it passed).
     reasons: list[list[str]] = field(default_factory=list)
+    #: What had to reach ``pass_age``, in words (:attr:`GatePolicy.measure`).
+    measure: str = "its estimated age"
+    #: Of ``toward_lower_bound``, the share of the way to the interval's lower end.
+    share: float | None = None
+    #: Per face, the figure compared with ``pass_age`` (:meth:`GatePolicy.score`).
+    scores: list[float] = field(default_factory=list)
 
     def to_dict(self, over: float) -> dict[str, Any]:
         """The one gate record of ``gate --json`` and ``POST /v1/gate``: the photo's
@@ -307,6 +354,8 @@ class GateResult:
             "buffer": round(self.pass_age - over, 4),
             "pass_age": self.pass_age,
             "rule": self.rule,
+            **({"share": self.share} if self.share is not None else {}),
+            "measure": self.measure,
             "faces": [
                 {**face.to_dict(), "decision": decision.value, "reasons": reasons}
                 for face, decision, reasons in zip(

@@ -124,7 +124,7 @@ def gate_figures(predictions: Sequence[Prediction], policy: GatePolicy) -> dict[
     unjudged = np.array(
         [bool(policy.quality and policy.quality.reasons(p.face.quality)) for p in with_age]
     )
-    figures: dict[str, Any] = {"over": policy.over, "rule": policy.rule, "buffer": policy.buffer}
+    figures: dict[str, Any] = policy.to_dict()
     for name, low, high in GATE_BANDS:
         mask = (truth >= low) & (truth <= high)
         # None, not NaN, where a band has nobody: JSON has no NaN.

@@ -138,10 +138,10 @@ def _model_section(
                 + table([attribute, "n", "MAE"], rows)
             )
     if gate := result.get("gate"):
-        scored = "an estimate" if gate["rule"] == "estimate" else "a 90% interval's lower end"
+        policy = GatePolicy(gate["over"], gate["buffer"], gate["rule"], share=gate.get("share", 1))
         parts.append(
-            f"<h3>Age gate over {gate['over']:g}</h3><p>Policy: pass at {scored} of "
-            f"{gate['over'] + gate['buffer']:g} or more (buffer {gate['buffer']:g}). "
+            f"<h3>Age gate over {gate['over']:g}</h3><p>Policy: pass when {policy.measure} "
+            f"reaches {gate['over'] + gate['buffer']:g} (buffer {gate['buffer']:g}). "
             f"13-17-year-olds who pass: {share_text(gate['pass_13_17'])} of {gate['n_13_17']}; "
             f"people aged 25+ who pass: {share_text(gate['pass_25_plus'])} of "
             f"{gate['n_25_plus']}.</p>"
@@ -163,7 +163,8 @@ def _model_section(
 
 
 def _tradeoff(out: Path, slug: str, predictions: list[Prediction], gate: dict[str, Any]) -> str:
-    scores, truth = gate_scores(predictions, GatePolicy(gate["over"], gate["buffer"], gate["rule"]))
+    policy = GatePolicy(gate["over"], gate["buffer"], gate["rule"], share=gate.get("share", 1))
+    scores, truth = gate_scores(predictions, policy)
     rates = np.array([pass_rates(scores, truth, gate["over"] + b) for b in BUFFERS])
     return plot_gate_tradeoff(
         BUFFERS,

@@ -128,7 +128,8 @@ class Bundle:
                 "passed in one domain of the suite, so no face passes (a buffer you choose "
                 "overrides this)"
             )
-        return GatePolicy(over, buffer, rule, self.quality_limits, refer_all)
+        share = float(gate.get("share", 1.0))
+        return GatePolicy(over, buffer, rule, self.quality_limits, refer_all, share)
 
     @property
     def license(self) -> dict[str, Any]:

@@ -85,8 +85,13 @@ class GateOut(BaseModel):
     buffer: float = Field(description="the policy's buffer: pass_age - over")
     pass_age: float = Field(description="the age a face must reach to pass: over + buffer")
     rule: str = Field(
-        description="what must reach pass_age: the estimate, or the interval's lower_bound"
+        description="what must reach pass_age: the estimate, the 90% interval's "
+        "lower_bound, or toward_lower_bound: the estimate less share of the way down to it"
     )
+    share: float | None = Field(
+        default=None, description="of toward_lower_bound, the share of the way down"
+    )
+    measure: str = Field(description="what must reach pass_age, in words")
     faces: list[GatedFaceOut]
     annotated_jpeg_base64: str | None = Field(
         default=None, description="the photo with boxes and ages drawn, when asked for"

@@ -227,10 +227,7 @@ function render(file, answer) {
   document.getElementById("faces").hidden = rows.length === 0;
   const verdict = document.getElementById("verdict");
   verdict.className = `decision-${answer.decision}`;
-  const measure = answer.rule === "lower_bound"
-    ? "the lower end of its 90% interval"
-    : "its estimated age";
-  verdict.textContent = `${VERDICTS[answer.decision]} (A face passes when ${measure} reaches ${answer.pass_age}.)`;
+  verdict.textContent = `${VERDICTS[answer.decision]} (A face passes when ${answer.measure} reaches ${answer.pass_age}.)`;
   document.getElementById("caption").textContent =
     `${answer.faces.length} face${answer.faces.length === 1 ? "" : "s"} found.`;
   statusLine.textContent = `Done: ${answer.faces.length} face${answer.faces.length === 1 ? "" : "s"}.`;
