@@ -13,6 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from agelens.cli.main import app
+from agelens.progress import LinesProgress
 
 runner = CliRunner()
 
@@ -346,7 +347,7 @@ def test_progress_is_plain_lines_where_stderr_is_no_terminal(monkeypatch, capsys
         for _ in range(20):
             progress.advance(task)
     assert capsys.readouterr().err == ""
-    monkeypatch.setattr(common._LinesProgress, "EVERY_S", 0.0)
+    monkeypatch.setattr(LinesProgress, "EVERY_S", 0.0)
     with common.progress_bar(20) as progress:
         task = progress.add_task("Reading faces", total=20)
         for _ in range(20):
@@ -354,3 +355,27 @@ def test_progress_is_plain_lines_where_stderr_is_no_terminal(monkeypatch, capsys
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 20 and lines[0].startswith("Reading faces: 1/20 (")
     assert lines[-1].startswith("Reading faces: 20/20 (")
+
+
+def test_the_chip_size_follows_the_base_unless_every_layer_is_trained(monkeypatch, tmp_path):
+    from agelens.training import job
+
+    seen = {}
+
+    def fake_run(options, **_):
+        seen["size"] = options.size
+        return {"metrics": {}}
+
+    monkeypatch.setattr(job, "run", fake_run)
+    args = ["train", "--data", "utkface:nowhere", "--out", str(tmp_path)]
+    for base, size in (("agelens-research-v2", 224), ("cydral-v1", 64)):
+        result = runner.invoke(app, [*args, "--base", base, "--mode", "head"])
+        assert result.exit_code == 0, result.output
+        assert seen["size"] == size
+    finetuned = runner.invoke(app, [*args, "--base", "agelens-research-v2", "--size", "64"])
+    assert finetuned.exit_code == 0 and seen["size"] == 64  # every layer trained: any size
+    refused = runner.invoke(
+        app, [*args, "--base", "agelens-research-v2", "--mode", "head", "--size", "64"]
+    )
+    words = " ".join(refused.output.split())
+    assert refused.exit_code == 2 and "not agelens-research-v2's input size, 224 px" in words

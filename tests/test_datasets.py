@@ -116,3 +116,36 @@ def test_split_file_names_every_distinct_file_once(tmp_path: Path):
         assert all(split_of(digest) == name for digest, _ in members)
     listed = {path for members in record["members"].values() for _, path in members}
     assert len(listed) == 30
+
+
+def test_a_csv_may_name_files_anywhere_and_its_split_file_lists_them(tmp_path: Path):
+    """Absolute paths, and paths outside the CSV's folder: read, split, and listed as given."""
+    paths = make_faces(tmp_path / "elsewhere", [f"face{i}.jpg" for i in range(6)])
+    table = tmp_path / "tables" / "labels.csv"
+    table.parent.mkdir()
+    rows = [f"{path},{30 + i}" for i, path in enumerate(paths[:3])]
+    rows += [f"../elsewhere/{path.name},{40 + i}" for i, path in enumerate(paths[3:])]
+    table.write_text("path,age\n" + "\n".join(rows) + "\n")
+    dataset = read_dataset(f"csv:{table}")
+    assert len(dataset.samples) == 6 and dataset.malformed == []
+    assert sum(write_split(dataset, tmp_path / "split.json").values()) == 6
+    listed = {
+        path
+        for members in json.loads((tmp_path / "split.json").read_text())["members"].values()
+        for _, path in members
+    }
+    assert {str(p) for p in paths[:3]} <= listed
+    assert {f"../elsewhere/{p.name}" for p in paths[3:]} <= listed
+
+
+def test_a_person_named_in_a_csv_keeps_all_their_photos_in_one_split(tmp_path: Path):
+    paths = make_faces(tmp_path, [f"p{i}.jpg" for i in range(40)])
+    rows = [f"{path.name},30,,person{i % 4}" for i, path in enumerate(paths)]
+    (tmp_path / "labels.csv").write_text("path,age,gender,person\n" + "\n".join(rows) + "\n")
+    dataset = read_dataset(f"csv:{tmp_path / 'labels.csv'}")
+    splits = {
+        split: {s.person for s in select_split(dataset, split)}
+        for split in ("train", "val", "test")
+    }
+    assert sum(len(people) for people in splits.values()) == 4  # each person in one split
+    assert set().union(*splits.values()) == {f"person{i}" for i in range(4)}

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,7 +15,6 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
-    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -30,6 +28,7 @@ from agelens.estimator import AgeEstimator
 from agelens.evaluation.domain_suite import predict_domain
 from agelens.evaluation.metrics import Prediction, predict_samples
 from agelens.models.bundles import DEFAULT_GENDER_BUNDLE, load_bundle
+from agelens.progress import task_progress
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -108,37 +107,6 @@ class _Rate(ProgressColumn):
         return Text(f"{task.completed:.0f} {self.unit}, {task.speed or 0:.1f} a second")
 
 
-class _LinesProgress(Progress):
-    """Progress as plain lines on standard error where it is not a terminal (a log file
-    under ``nohup``): done/total every few seconds, and when a task that took that long
-    ends. A short job prints nothing."""
-
-    EVERY_S = 5.0
-
-    def __init__(self, *columns: Any, **options: Any) -> None:
-        super().__init__(*columns, **options)
-        self._last_line = time.monotonic()
-        self._printed = False
-
-    def advance(self, task_id: TaskID, advance: float = 1) -> None:
-        super().advance(task_id, advance)
-        finished = self._tasks[task_id].finished and self._printed
-        if time.monotonic() - self._last_line >= self.EVERY_S or finished:
-            self._line(task_id)
-
-    def _line(self, task_id: TaskID) -> None:
-        found = self._tasks[task_id]
-        total = "" if found.total is None else f"/{found.total:.0f}"
-        elapsed = found.elapsed or 0.0
-        err.print(
-            f"{found.description}: {found.completed:.0f}{total} ({elapsed:.0f} s)",
-            markup=False,
-            highlight=False,
-        )
-        self._last_line = time.monotonic()
-        self._printed = True
-
-
 def progress_bar(total: int | None, unit: str | None = None) -> Progress:
     """A bar on the terminal's standard error, or plain lines where it is not a terminal;
     with ``unit``, counting items and their rate instead of a fraction of a known total."""
@@ -147,15 +115,12 @@ def progress_bar(total: int | None, unit: str | None = None) -> Progress:
         if unit
         else (MofNCompleteColumn(), TimeRemainingColumn())
     )
-    small = total is not None and total < PROGRESS_FROM
-    kind = Progress if err.is_terminal or small else _LinesProgress
-    return kind(
+    return task_progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         *counts,
         console=err,
-        disable=small or not err.is_terminal,
-        transient=True,
+        enabled=total is None or total >= PROGRESS_FROM,
     )
 
 

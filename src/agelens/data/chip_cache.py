@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from rich.progress import Progress
 
 from agelens.data.datasets import Sample
 from agelens.errors import ImageError
 from agelens.pipeline.chips import Aligner, landmark_box
 from agelens.pipeline.faces import FaceDetector
 from agelens.pipeline.images import load_image
+from agelens.progress import task_progress
 
 #: Bump when the way chips are cut changes, so older caches are not reused.
 _CHIP_FORMAT = 1
@@ -113,7 +113,7 @@ def _align_all(
 
     chips, kept, unreadable = [], [], []
     with (
-        Progress(disable=not show_progress, transient=True) as progress,
+        task_progress(enabled=show_progress) as progress,
         ThreadPoolExecutor(os.cpu_count() or 1) as pool,
     ):
         task = progress.add_task(label, total=len(items))

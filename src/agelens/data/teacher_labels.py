@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from rich.progress import Progress
 
 from agelens.data.chip_cache import AlignmentSettings, default_cache_dir, load_chips
 from agelens.data.datasets import Sample
 from agelens.errors import DatasetError
 from agelens.models.bundles import Bundle
 from agelens.pipeline.network import AgeModel
+from agelens.progress import task_progress
 
 _CHUNK = 256
 
@@ -79,7 +79,7 @@ def teacher_distributions(
     model = AgeModel(teacher)
     regrid = regrid_matrix(teacher.ages, class_ages)
     outputs = np.zeros((len(rows), len(class_ages)), dtype=np.float32)
-    with Progress(disable=not show_progress, transient=True) as progress:
+    with task_progress(enabled=show_progress) as progress:
         task = progress.add_task(f"teacher {teacher.name}", total=len(rows))
         for start in range(0, len(rows), _CHUNK):
             batch = chips.chips[rows[start : start + _CHUNK]]
