@@ -14,6 +14,7 @@ age 13-17, 18-24 and 25+); then the model's worst held-out collection.
         --against utkface:data/UTKFace --against imfdb:data/imfdb-age/train
     python bench/leave_one_out.py --data data -m cydral-v1 -m agelens-research-v2
     python bench/leave_one_out.py --markdown      # the tables of docs/accuracy.md
+    python bench/leave_one_out.py --record        # each shipped manifest's checked_on
 
 With ``--folds``, each collection is also held out from a model trained with
 ``agelens train`` on the others (the options after ``--``), and that model is scored on it.
@@ -45,6 +46,7 @@ from agelens.pipeline.runtime import machine_record
 #: Collections whose val split the shipped intervals and gates are fitted on: only their
 #: test split is scored here.
 FITTED_ON = ("aaf",)
+BUNDLES = Path(__file__).resolve().parents[1] / "src" / "agelens" / "models"
 BANDS = ("0-12", "13-17", "18-24", "25-39", "40-59", "60+")
 
 
@@ -84,10 +86,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/leave_one_out.json"))
     parser.add_argument("--folds", type=Path, help="train one model per fold in this folder")
     parser.add_argument("--markdown", action="store_true", help="print the docs' tables only")
+    parser.add_argument(
+        "--record", action="store_true", help="write each shipped model's held-out check"
+    )
     args = parser.parse_args(argv)
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if args.markdown:
         markdown(results)
+        return
+    if args.record:
+        record(results)
         return
     chosen = collections(args.data)
     results["collections"] = {c.name: {"spec": c.spec, "split": c.split} for c in chosen}
@@ -110,6 +118,38 @@ def main() -> None:
                 keep(f"fold without {held_out.name}", {**row, "train_options": train_options})
     except AgeLensError as error:
         sys.exit(f"error: {error}")
+
+
+def record(results: dict[str, Any]) -> None:
+    """Into each shipped model's manifest, what its interval and gate did on the real
+    collections held out of its training and of their fit (``checked_on``), so that the
+    manifest says where its figures hold as well as where they were fitted."""
+    for name, row in results["models"].items():
+        folder = BUNDLES / name
+        if not (folder / "manifest.json").is_file():
+            continue
+        manifest = json.loads((folder / "manifest.json").read_text())
+        checked = {}
+        for collection, figures in row["collections"].items():
+            if not figures["held_out"] or figures.get("mae") is None:
+                continue
+            gate = figures.get("gate") or {}
+            checked[collection] = {
+                "split": results["collections"][collection]["split"],
+                "faces": figures["scored"],
+                "mae": figures["mae"],
+                "coverage90": figures.get("coverage90"),
+                "pass_13_17": gate.get("pass_13_17"),
+                "n_13_17": gate.get("n_13_17"),
+                "pass_25_plus": gate.get("pass_25_plus"),
+            }
+        manifest["checked_on"] = {
+            "what": "real collections the model was neither trained nor calibrated on",
+            "command": "python bench/leave_one_out.py --data data -m MODEL; --record",
+            "collections": checked,
+        }
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        print(name, ", ".join(checked))
 
 
 def _cell(value: float | None, percent: bool = False) -> str:

@@ -204,6 +204,21 @@ def test_chip_cache_is_reused_and_invalidated(face_dataset, tmp_path):
     assert len(list(tmp_path.glob("*.npz"))) == 3
 
 
+def test_a_photo_with_no_face_is_left_out_of_the_chips_and_counted(astronaut, tmp_path):
+    """Training leaves out a photo without a face, as evaluate does, rather than learning
+    the whole photo as if it were one."""
+    Image.fromarray(astronaut).save(tmp_path / "face.jpg")
+    Image.new("RGB", (300, 300), (120, 130, 140)).save(tmp_path / "wall.jpg")
+    (tmp_path / "labels.csv").write_text("path,age\nface.jpg,35\nwall.jpg,40\n")
+    items = unique_samples(read_dataset(f"csv:{tmp_path / 'labels.csv'}"))
+    settings = AlignmentSettings(48, 0.2, "edge", aligned=False)
+    chips = load_chips(items, settings, cache_dir=tmp_path / "cache", show_progress=False)
+    assert [s.path.name for s in chips.samples] == ["face.jpg"] and len(chips.chips) == 1
+    assert chips.no_face == [str(tmp_path / "wall.jpg")] and chips.unreadable == []
+    again = load_chips(items, settings, cache_dir=tmp_path / "cache", show_progress=False)
+    assert again.no_face == chips.no_face
+
+
 def test_edge_border_chips_have_no_black_frame(astronaut):
     tight = np.ascontiguousarray(astronaut[70:200, 180:300])
     box = (0.0, 0.0, float(tight.shape[1]), float(tight.shape[0]))
@@ -230,7 +245,13 @@ def test_training_job_writes_a_bundle_the_estimator_loads(face_dataset, tmp_path
             device="cpu",
         ),
         show_progress=False,
+        on_note=(notes := []).append,
     )
+    # What became of the data's files, said as it is read and kept in the manifest.
+    (collection,) = manifest["training"]["collections"]
+    assert (collection["distinct"], collection["duplicates_dropped"]) == (90, 1)
+    assert (collection["malformed"], collection["no_face"]) == (1, 0)
+    assert "90 distinct files; 1 byte-identical copies dropped, 1 malformed" in notes[-1]
     for name in ("model.onnx", "manifest.json", "split.json", "history.json", "curves.png"):
         assert (out / name).is_file(), name
     split = json.loads((out / "split.json").read_text())

@@ -230,7 +230,11 @@ def train(
             err.print(f"epoch {row['epoch']:.0f}: {numbers}", highlight=False)
 
     try:
-        manifest = run(options, on_epoch=report_epoch)
+        manifest = run(
+            options,
+            on_epoch=report_epoch,
+            on_note=lambda line: err.print(line, markup=False, highlight=False),
+        )
     except AgeLensError as error:
         raise fail(str(error), 2) from error
     if reason := manifest.get("gate_not_fitted"):

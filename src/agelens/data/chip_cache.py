@@ -26,7 +26,7 @@ from agelens.pipeline.images import load_image
 from agelens.progress import task_progress
 
 #: Bump when the way chips are cut changes, so older caches are not reused.
-_CHIP_FORMAT = 1
+_CHIP_FORMAT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +44,16 @@ class AlignmentSettings:
 
 @dataclass(frozen=True, slots=True)
 class ChipSet:
-    """Aligned chips ``[N, size, size, 3]`` and, row for row, their samples and content hashes."""
+    """Aligned chips ``[N, size, size, 3]`` and, row for row, their samples and content
+    hashes; the files that could not be read, and the photos in which no face was found.
+    A photo without a face is left out, as ``evaluate`` leaves it out: cutting the whole
+    photo instead would teach the network a picture that is not a face."""
 
     chips: NDArray[np.uint8]
     samples: list[Sample]
     digests: list[str]
     unreadable: list[str]
+    no_face: list[str]
 
 
 def default_cache_dir() -> Path:
@@ -76,9 +80,13 @@ def load_chips(
         stored = np.load(cached)
         digests = [str(d) for d in stored["digests"]]
         return ChipSet(
-            stored["chips"], [by_digest[d] for d in digests], digests, list(stored["unreadable"])
+            stored["chips"],
+            [by_digest[d] for d in digests],
+            digests,
+            list(stored["unreadable"]),
+            list(stored["no_face"]),
         )
-    chips, kept, unreadable = _align_all(items, settings, label, show_progress)
+    chips, kept, unreadable, no_face = _align_all(items, settings, label, show_progress)
     folder.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(".tmp.npz")
     np.savez(
@@ -86,9 +94,10 @@ def load_chips(
         chips=chips,
         digests=np.array([d for _, d in kept]),
         unreadable=np.array(unreadable, dtype=str),
+        no_face=np.array(no_face, dtype=str),
     )
     partial.replace(cached)
-    return ChipSet(chips, [s for s, _ in kept], [d for _, d in kept], unreadable)
+    return ChipSet(chips, [s for s, _ in kept], [d for _, d in kept], unreadable, no_face)
 
 
 def _align_all(
@@ -96,22 +105,25 @@ def _align_all(
     settings: AlignmentSettings,
     label: str,
     show_progress: bool,
-) -> tuple[NDArray[np.uint8], list[tuple[Sample, str]], list[str]]:
+) -> tuple[NDArray[np.uint8], list[tuple[Sample, str]], list[str], list[str]]:
     aligner = Aligner(settings.size, settings.padding, settings.border)
     detector = None if settings.aligned else FaceDetector()
 
-    def one(item: tuple[Sample, str]) -> NDArray[np.uint8] | None:
+    def one(item: tuple[Sample, str]) -> NDArray[np.uint8] | str:
+        """The chip, or why there is none: ``unreadable`` or ``no face``."""
         try:
             image = load_image(item[0].path)
         except ImageError:
-            return None
+            return "unreadable"
         height, width = image.shape[:2]
         box = (0.0, 0.0, float(width), float(height))
-        if detector is not None and (found := detector.detect(image)):
+        if detector is not None:
+            if not (found := detector.detect(image)):
+                return "no face"
             box = landmark_box(found[0].landmarks)
         return aligner.chip(image, box)[0]
 
-    chips, kept, unreadable = [], [], []
+    chips, kept, unreadable, no_face = [], [], [], []
     with (
         task_progress(enabled=show_progress) as progress,
         ThreadPoolExecutor(os.cpu_count() or 1) as pool,
@@ -119,11 +131,11 @@ def _align_all(
         task = progress.add_task(label, total=len(items))
         for item, chip in zip(items, pool.map(one, items), strict=True):
             progress.advance(task)
-            if chip is None:
-                unreadable.append(str(item[0].path))
+            if isinstance(chip, str):
+                (unreadable if chip == "unreadable" else no_face).append(str(item[0].path))
             else:
                 chips.append(chip)
                 kept.append(item)
     size = settings.size
     stacked = np.stack(chips) if chips else np.zeros((0, size, size, 3), np.uint8)
-    return stacked, kept, unreadable
+    return stacked, kept, unreadable, no_face

@@ -45,10 +45,11 @@ def run(
     *,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Train, calibrate, score and write the bundle; returns the manifest written."""
-    data = prepare(options, show_progress=show_progress)
+    data = prepare(options, show_progress=show_progress, on_note=on_note)
     result = train(
         training_network(data.base, class_ages_for(options.config.max_age)),
         data.sets["train"],
@@ -88,6 +89,7 @@ def write_bundle(
         data.unreadable,
         data.teacher.manifest if data.teacher is not None else None,
     )
+    manifest["training"]["collections"] = data.collections
     model_path = options.out / "model.onnx"
     # An imported graph's weights are float16 in its shards already; so in the ONNX file.
     half = half_weights or isinstance(result.net, GraphAgeNet)

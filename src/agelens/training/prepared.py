@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -118,11 +120,20 @@ class PreparedData:
     unreadable: int
     more: list[Dataset] = field(default_factory=list)
     teacher: Bundle | None = None
+    #: Per ``--data``, what became of its files: distinct, copies dropped, malformed
+    #: names, unreadable files, photos with no face found (left out), split counts.
+    collections: list[dict[str, Any]] = field(default_factory=list)
 
 
-def prepare(options: JobOptions, *, show_progress: bool = True) -> PreparedData:
+def prepare(
+    options: JobOptions,
+    *,
+    show_progress: bool = True,
+    on_note: Callable[[str], None] | None = None,
+) -> PreparedData:
     """Read and split each dataset (writing ``split.json``, and ``split-N.json`` for the
-    N-th further one), align them into the chip cache, and join their splits."""
+    N-th further one), align them into the chip cache, and join their splits; say what
+    became of each dataset's files through ``on_note``."""
     task = options.config.task
     if task == "groups" and options.scheme is None:
         raise DatasetError("the groups task needs a group scheme")
@@ -134,12 +145,15 @@ def prepare(options: JobOptions, *, show_progress: bool = True) -> PreparedData:
     class_ages = class_ages_for(options.config.max_age)
     settings = AlignmentSettings(options.size, base.chip_padding, options.border, options.aligned)
     options.out.mkdir(parents=True, exist_ok=True)
-    datasets, parts, counts, unreadable = [], [], {}, 0
+    datasets, parts, counts, unreadable, collections = [], [], {}, 0, []
     for number, spec in enumerate(options.specs):
         dataset = read_dataset(spec)
         name = "split.json" if number == 0 else f"split-{number + 1}.json"
+        if on_note:
+            on_note(f"{spec}: reading and hashing {len(dataset.samples)} files")
         unique = unique_samples(dataset)
-        for split, count in write_split(dataset, options.out / name, unique).items():
+        own_counts = write_split(dataset, options.out / name, unique)
+        for split, count in own_counts.items():
             counts[split] = counts.get(split, 0) + count
         chips = load_chips(
             unique,
@@ -166,10 +180,37 @@ def prepare(options: JobOptions, *, show_progress: bool = True) -> PreparedData:
         )
         datasets.append(dataset)
         unreadable += len(chips.unreadable)
+        collections.append(
+            {
+                "spec": spec,
+                "distinct": len(unique),
+                "duplicates_dropped": dataset.duplicates,
+                "malformed": len(dataset.malformed),
+                "unreadable": len(chips.unreadable),
+                "no_face": len(chips.no_face),
+                "split": own_counts,
+            }
+        )
+        if on_note:
+            on_note(_data_note(collections[-1], options.aligned))
     sets = {name: _joined([part[name] for part in parts]) for name in ("train", "val", "test")}
     if len(sets["train"].chips) == 0 or len(sets["val"].chips) == 0:
         raise DatasetError(f"{options.data}: too few labelled images for a train and a val split")
     normalise = Normalise(base.mean, base.scale)
     return PreparedData(
-        datasets[0], base, counts, sets, normalise, unreadable, datasets[1:], teacher
+        datasets[0], base, counts, sets, normalise, unreadable, datasets[1:], teacher, collections
+    )
+
+
+def _data_note(record: dict[str, Any], aligned: bool) -> str:
+    """One dataset's files in a line: what was kept and what was left out, and why."""
+    found = (
+        "read as aligned crops"
+        if aligned
+        else f"no face found in {record['no_face']} (left out, as evaluate leaves them out)"
+    )
+    return (
+        f"{record['spec']}: {record['distinct']} distinct files; "
+        f"{record['duplicates_dropped']} byte-identical copies dropped, "
+        f"{record['malformed']} malformed, {record['unreadable']} unreadable; {found}"
     )
