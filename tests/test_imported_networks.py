@@ -378,5 +378,16 @@ def test_a_job_on_two_datasets_trains_on_ages_and_groups(face_dataset, tmp_path,
     assert (out / "split.json").is_file() and (out / "split-2.json").is_file()
     assert [d["spec"] for d in manifest["training"]["more_data"]] == [f"folder:{classes}"]
     assert "accuracy" in manifest["metrics"]["val"] and "mae" in manifest["metrics"]["val"]
+    # Each collection's own figures beside the pooled ones: ages where it has them.
+    by_collection = manifest["metrics"]["by_collection"]
+    assert list(by_collection) == [f"utkface:{face_dataset}", f"folder:{classes}"]
+    own = by_collection[f"folder:{classes}"]["val"]
+    assert "mae" not in own and 0 <= own["accuracy"] <= 1
+    assert "mae" in by_collection[f"utkface:{face_dataset}"]["val"]
+    pooled = manifest["metrics"]["val"]["n"]
+    assert sum(c["val"]["n"] for c in by_collection.values() if "val" in c) == pooled
+    # Per epoch, the accuracy on the faces known only by group, named for what it counts.
+    history = json.loads((out / "history.json").read_text())
+    assert "val_group_only_accuracy" in history[0] and "val_accuracy" not in history[0]
     (face,) = AgeEstimator(str(out)).estimate(astronaut)
     assert 0 <= face.age <= 100

@@ -63,6 +63,19 @@ class LabelledChips:
     ages: NDArray[np.float32]
     groups: NDArray[np.int64]
     teacher: NDArray[np.float32] | None = None
+    #: Which ``--data`` each chip came from (its position), so that figures can be given
+    #: per collection as well as pooled.
+    sources: NDArray[np.int64] | None = None
+
+    def rows(self, chosen: NDArray[np.bool_]) -> LabelledChips:
+        """The chips where ``chosen`` holds, with all they carry."""
+        return LabelledChips(
+            self.chips[chosen],
+            self.ages[chosen],
+            self.groups[chosen],
+            None if self.teacher is None else self.teacher[chosen],
+            None if self.sources is None else self.sources[chosen],
+        )
 
 
 @dataclass(slots=True)

@@ -98,7 +98,9 @@ def write_bundle(
         result.net.save_graph(data.base.folder / result.net.spec.graph, options.out / "graph")
         manifest["network"] = {**result.net.spec.to_manifest(), "graph": "graph/model.json"}
     manifest.update(
-        _fit_on_val_and_score(model_path, result, data.sets, data.normalise, options.scheme)
+        _fit_on_val_and_score(
+            model_path, result, data.sets, data.normalise, options.scheme, options.specs
+        )
     )
     manifest["artifact"] = {
         "path": model_path.name,
@@ -122,8 +124,10 @@ def _fit_on_val_and_score(
     sets: dict[str, LabelledChips],
     normalise: Normalise,
     scheme: GroupScheme | None,
+    specs: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Flip TTA kept only if it helps on val; calibration and gate buffer fitted on val."""
+    """Flip TTA kept only if it helps on val; calibration and gate buffer fitted on val;
+    the val and test figures pooled, and per collection where ``specs`` names several."""
     ages = result.class_ages
     values = torch.tensor(ages)
     # The exported file, in onnxruntime on every core: 224-px networks run 3x faster so.
@@ -166,7 +170,19 @@ def _fit_on_val_and_score(
     if flip and len(test_p):
         test_p = with_flip("test", test_p)
     extra: dict[str, Any] = {"inference": {"flip_tta": bool(flip)}}
-    metrics = {"val": score(val_p, sets["val"]), "test": score(test_p, sets["test"])}
+    metrics: dict[str, Any] = {
+        "val": score(val_p, sets["val"]),
+        "test": score(test_p, sets["test"]),
+    }
+    if specs is not None and len(specs) > 1:
+        metrics["by_collection"] = {
+            spec: {
+                name: score(p[chosen], sets[name].rows(chosen))
+                for name, p in (("val", val_p), ("test", test_p))
+                if (chosen := sets[name].sources == number).any()  # type: ignore[union-attr]
+            }
+            for number, spec in enumerate(specs)
+        }
     known = ~np.isnan(sets["val"].ages)
     if known.sum() >= calibration.MIN_FACES:
         record = calibration.fit(val_p[known], ages, sets["val"].ages[known])

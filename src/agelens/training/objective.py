@@ -101,8 +101,9 @@ class Objective:
     def score(
         self, probabilities: torch.Tensor, ages: torch.Tensor, groups: torch.Tensor
     ) -> dict[str, float]:
-        """Group accuracy (groups task); MAE (age task), and on mixed data the accuracy of
-        the samples known only by group, scored as ``GROUP_ERROR_YEARS`` per unit of error."""
+        """Group accuracy (groups task); MAE (age task), and on mixed data
+        ``group_only_accuracy``: the accuracy on the samples known only by group, scored
+        as ``GROUP_ERROR_YEARS`` per unit of error."""
         accuracy = None
         if self.config.task == "groups" or self.membership is not None:
             grouped = (
@@ -119,7 +120,7 @@ class Objective:
         if accuracy is None:
             return {"mae": mae, "score": mae}
         score = mae + GROUP_ERROR_YEARS * (1.0 - accuracy)
-        return {"mae": mae, "accuracy": accuracy, "score": score}
+        return {"mae": mae, "group_only_accuracy": accuracy, "score": score}
 
 
 def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

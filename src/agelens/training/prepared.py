@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,17 +94,18 @@ def _usable(data: LabelledChips, task: str) -> LabelledChips:
     keep = data.groups >= 0
     if task == "age":
         keep = keep | ~np.isnan(data.ages)
-    teacher = None if data.teacher is None else data.teacher[keep]
-    return LabelledChips(data.chips[keep], data.ages[keep], data.groups[keep], teacher)
+    return data.rows(keep)
 
 
 def _joined(parts: list[LabelledChips]) -> LabelledChips:
     teachers = [p.teacher for p in parts]
+    sources = [p.sources for p in parts]
     return LabelledChips(
         np.concatenate([p.chips for p in parts]),
         np.concatenate([p.ages for p in parts]),
         np.concatenate([p.groups for p in parts]),
         None if any(t is None for t in teachers) else np.concatenate(teachers),  # type: ignore[arg-type]
+        None if any(s is None for s in sources) else np.concatenate(sources),  # type: ignore[arg-type]
     )
 
 
@@ -175,8 +176,11 @@ def prepare(
                 show_progress=show_progress,
             )
         teachers = {"train": taught, "val": None, "test": None}
+        usable = {
+            n: _usable(labelled(chips, rows[n], options.scheme, teachers[n]), task) for n in rows
+        }
         parts.append(
-            {n: _usable(labelled(chips, rows[n], options.scheme, teachers[n]), task) for n in rows}
+            {n: replace(s, sources=np.full(len(s.ages), number)) for n, s in usable.items()}
         )
         datasets.append(dataset)
         unreadable += len(chips.unreadable)
