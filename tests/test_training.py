@@ -364,3 +364,31 @@ def test_a_groups_only_job_says_why_nothing_is_calibrated(tmp_path):
     manifest = run(options, show_progress=False)
     # Not "only 0 faces with ages": the data has none to give.
     assert "groups, not ages" in manifest["gate_not_fitted"]
+
+
+def test_a_second_head_run_on_the_same_data_reads_the_features_back(
+    face_dataset, tmp_path, monkeypatch
+):
+    from agelens.training import head_only
+
+    computed = []
+    original = head_only._features
+
+    def counted(*args, **kwargs):
+        computed.append(kwargs["mirror"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(head_only, "_features", counted)
+    for seed in (0, 1):
+        options = JobOptions(
+            f"utkface:{face_dataset}",
+            tmp_path / f"seed{seed}",
+            TrainConfig(mode="head", epochs=2, max_age=100, seed=seed),
+            IMFDB,
+            cache_dir=tmp_path / "cache",
+            device="cpu",
+        )
+        run(options, show_progress=False)
+        # Train (with mirrored copies) and val, computed by the first run only.
+        assert computed == [True, False]
+    assert len(list((tmp_path / "cache").glob("features-*.npy"))) == 2

@@ -73,9 +73,10 @@ def train(
         str,
         typer.Option(
             help="head (a new head on the base's frozen features: minutes on the 64-px "
-            "default; on a 224-px base the features of every chip, mirrored too, are "
-            "computed first, about an hour on 2 cores for 30,000 faces), finetune (every "
-            "layer) or tail (the layers after --from, on activations cached once; "
+            "default; on a 224-px base the first run computes the features of every "
+            "chip and its mirror, about an hour on 2 cores for 30,000 faces, and caches "
+            "them: another seed or recipe on the same data reads them back), finetune "
+            "(every layer) or tail (the layers after --from, on activations cached once; "
             "imported networks)."
         ),
     ] = "finetune",

@@ -58,9 +58,9 @@ def train(
     """Train a copy of ``base``; returns the weights of the best validation epoch, on the CPU.
 
     On a GPU (``device``) the random draws still come from one CPU generator, so a seed
-    shuffles and augments alike on any device. ``tail`` mode caches activations in
-    ``cache_dir``; ``finetune`` and ``tail`` checkpoint each epoch to ``checkpoint``, from
-    which a run started again resumes.
+    shuffles and augments alike on any device. ``head`` mode caches features and ``tail``
+    mode activations in ``cache_dir``; ``finetune`` and ``tail`` checkpoint each epoch to
+    ``checkpoint``, from which a run started again resumes.
     """
     device = device or torch.device("cpu")
     torch.manual_seed(config.seed)
@@ -76,7 +76,14 @@ def train(
     objective = Objective(config, class_ages, scheme, weights, device)
     if config.mode == "head":
         history, best_epoch = train_head(
-            net, train_set, val_set, normalise, objective, generator, on_epoch
+            net,
+            train_set,
+            val_set,
+            normalise,
+            objective,
+            generator,
+            on_epoch,
+            cache_dir or default_cache_dir(),
         )
     elif config.mode == "tail":
         if not isinstance(net, GraphAgeNet) or not config.cut:
