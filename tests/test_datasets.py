@@ -149,3 +149,17 @@ def test_a_person_named_in_a_csv_keeps_all_their_photos_in_one_split(tmp_path: P
     }
     assert sum(len(people) for people in splits.values()) == 4  # each person in one split
     assert set().union(*splits.values()) == {f"person{i}" for i in range(4)}
+
+
+def test_a_spec_says_whether_its_images_are_crops_or_photos(tmp_path: Path):
+    from agelens.data.datasets import is_crops, source_name
+
+    make_faces(tmp_path, ["a.jpg"])
+    (tmp_path / "labels.csv").write_text("path,age\na.jpg,30\n")
+    spec = f"csv:{tmp_path / 'labels.csv'}"
+    assert is_crops(spec, False) is False and is_crops(spec, True) is True
+    assert is_crops(f"{spec}#crops", False) is True
+    assert is_crops("utkface:data/UTKFace", False) is True
+    assert is_crops("utkface:data/UTKFace#photos", True) is False
+    assert len(read_dataset(f"{spec}#photos").samples) == 1
+    assert source_name(f"{spec}#photos") == tmp_path.name

@@ -392,3 +392,30 @@ def test_a_second_head_run_on_the_same_data_reads_the_features_back(
         # Train (with mirrored copies) and val, computed by the first run only.
         assert computed == [True, False]
     assert len(list((tmp_path / "cache").glob("features-*.npy"))) == 2
+
+
+def test_a_run_mixing_crops_and_photos_finds_faces_in_the_photos_only(
+    face_dataset, astronaut, tmp_path
+):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(astronaut).save(photos / "face.jpg")
+    Image.new("RGB", (300, 300), (120, 130, 140)).save(photos / "wall.jpg")
+    (photos / "labels.csv").write_text("path,age\nface.jpg,35\nwall.jpg,40\n")
+    manifest = run(
+        JobOptions(
+            f"utkface:{face_dataset}",
+            tmp_path / "model",
+            TrainConfig(mode="head", epochs=1, max_age=100),
+            IMFDB,
+            cache_dir=tmp_path / "cache",
+            device="cpu",
+            more_data=(f"csv:{photos / 'labels.csv'}#photos",),
+        ),
+        show_progress=False,
+        on_note=(notes := []).append,
+    )
+    crops, found = manifest["training"]["collections"]
+    assert (crops["images"], crops["no_face"], crops["distinct"]) == ("aligned crops", 0, 90)
+    assert (found["images"], found["no_face"], found["distinct"]) == ("photos", 1, 2)
+    assert "read as aligned crops" in notes[1] and "no face found in 1" in notes[3]

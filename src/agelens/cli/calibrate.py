@@ -20,7 +20,7 @@ from agelens.cli.common import (
     out,
     predict_with_progress,
 )
-from agelens.data.datasets import CROP_KINDS, data_record, read_dataset, select_split, source_name
+from agelens.data.datasets import data_record, is_crops, read_dataset, select_split, source_name
 from agelens.decisions import calibration
 from agelens.decisions.gate import fit_policy_domains, too_few_minors
 from agelens.decisions.quality import QualityLimits
@@ -45,8 +45,8 @@ CollectionsOption = Annotated[
         "--data",
         help="A labelled dataset: utkface:DIR, imfdb:DIR, csv:FILE or folder:DIR. Give it "
         "again for each real collection: each is then a domain of its own, and the fit "
-        "holds on the worst (utkface: and imfdb: are read as aligned crops, the others "
-        "as --aligned says).",
+        "holds on the worst. utkface: and imfdb: are aligned crops, the others as "
+        "--aligned says; a spec ending in #crops or #photos says so itself.",
     ),
 ]
 
@@ -128,7 +128,7 @@ def calibrate(
                         samples,
                         f"Calibrating ({domain_name}"
                         f"{f', draw {seed + 1}' if draws_wanted > 1 else ''})",
-                        aligned=aligned or spec.split(":", 1)[0] in CROP_KINDS,
+                        aligned=is_crops(spec, aligned),
                         distribution=True,
                         domain=None if chosen == [CLEAN] else name,
                         seed=seed,

@@ -25,7 +25,7 @@ from agelens.cli.common import (
     out,
     predict_with_progress,
 )
-from agelens.data.datasets import read_dataset, select_split
+from agelens.data.datasets import is_crops, read_dataset, select_split
 from agelens.errors import AgeLensError
 from agelens.evaluation.metrics import metrics, share_text
 from agelens.models.bundles import DEFAULT_BUNDLE, DEFAULT_GENDER_BUNDLE
@@ -96,7 +96,7 @@ def evaluate(
             estimator,
             samples,
             f"Evaluating {estimator.bundle.name}",
-            aligned=aligned,
+            aligned=is_crops(data, aligned),
             gender=gender,
         )
         policy = estimator.bundle.gate_policy(over)

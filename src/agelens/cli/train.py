@@ -60,7 +60,8 @@ def train(
     data: Annotated[
         list[str],
         typer.Option(
-            help="utkface:DIR, imfdb:DIR, csv:FILE or folder:DIR; repeat it to train on "
+            help="utkface:DIR, imfdb:DIR, csv:FILE or folder:DIR, with #photos or #crops "
+            "at its end where --photos does not say what it holds; repeat it to train on "
             "several datasets at once (ages where one has them, else its groups)."
         ),
     ],
@@ -151,7 +152,12 @@ def train(
         str, typer.Option(help="Bundle to start from: a name or a trained bundle's folder.")
     ] = DEFAULT_BUNDLE,
     photos: Annotated[
-        bool, typer.Option("--photos", help="Images are photos: detect the largest face.")
+        bool,
+        typer.Option(
+            "--photos",
+            help="csv: and folder: images are photos: detect the largest face (utkface: "
+            "and imfdb: are crops; a spec ending in #photos or #crops says so itself).",
+        ),
     ] = False,
     border: Annotated[
         str,

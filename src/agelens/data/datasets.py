@@ -138,8 +138,9 @@ _READERS = {
 
 
 def read_dataset(spec: str) -> Dataset:
-    """Read a dataset from a spec such as ``utkface:/data/UTKFace``."""
-    kind, _, location = spec.partition(":")
+    """Read a dataset from a spec such as ``utkface:/data/UTKFace`` (``#crops`` or
+    ``#photos`` at its end says what its images are: :func:`is_crops`)."""
+    kind, _, location = _without_layout(spec).partition(":")
     if kind not in _READERS or not location:
         raise DatasetError(
             f"dataset spec {spec!r} must be KIND:PATH with KIND one of {', '.join(_READERS)}"
@@ -149,12 +150,31 @@ def read_dataset(spec: str) -> Dataset:
 
 #: Dataset kinds whose images are aligned face crops by their nature.
 CROP_KINDS = ("utkface", "imfdb")
+#: A spec may end in one of these to say what its images are, whatever its kind.
+LAYOUT_SUFFIXES = {"#crops": True, "#photos": False}
+
+
+def _without_layout(spec: str) -> str:
+    for suffix in LAYOUT_SUFFIXES:
+        if spec.endswith(suffix):
+            return spec[: -len(suffix)]
+    return spec
+
+
+def is_crops(spec: str, default: bool) -> bool:
+    """Whether a dataset's images are aligned face crops (else faces are found in them):
+    as its spec's ``#crops`` or ``#photos`` says; else by kind (UTKFace and the Indian
+    actors are crops); else ``default`` (``--aligned``, or train's ``--photos``)."""
+    for suffix, crops in LAYOUT_SUFFIXES.items():
+        if spec.endswith(suffix):
+            return crops
+    return True if spec.partition(":")[0] in CROP_KINDS else default
 
 
 def source_name(spec: str) -> str:
     """What names a dataset's source: its kind, or a CSV's folder name (``csv:aaf/x.csv``
     is ``aaf``), so that two tables of one collection name one source."""
-    kind, _, location = spec.partition(":")
+    kind, _, location = _without_layout(spec).partition(":")
     return kind if kind != "csv" else Path(location).parent.name
 
 

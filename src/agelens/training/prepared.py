@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from agelens.data.chip_cache import AlignmentSettings, ChipSet, load_chips
 from agelens.data.datasets import (
     Dataset,
+    is_crops,
     read_dataset,
     split_key,
     split_of,
@@ -144,11 +145,12 @@ def prepare(
     teacher_name = options.config.teacher
     teacher = load_bundle(teacher_name, precision=FP32) if teacher_name else None
     class_ages = class_ages_for(options.config.max_age)
-    settings = AlignmentSettings(options.size, base.chip_padding, options.border, options.aligned)
     options.out.mkdir(parents=True, exist_ok=True)
     datasets, parts, counts, unreadable, collections = [], [], {}, 0, []
     for number, spec in enumerate(options.specs):
         dataset = read_dataset(spec)
+        crops = is_crops(spec, options.aligned)
+        settings = AlignmentSettings(options.size, base.chip_padding, options.border, crops)
         name = "split.json" if number == 0 else f"split-{number + 1}.json"
         if on_note:
             on_note(f"{spec}: reading and hashing {len(dataset.samples)} files")
@@ -171,7 +173,7 @@ def prepare(
                 unique,
                 [chips.digests[row] for row in rows["train"]],
                 class_ages,
-                aligned=options.aligned,
+                aligned=crops,
                 cache_dir=options.cache_dir,
                 show_progress=show_progress,
             )
@@ -187,6 +189,7 @@ def prepare(
         collections.append(
             {
                 "spec": spec,
+                "images": "aligned crops" if crops else "photos",
                 "distinct": len(unique),
                 "duplicates_dropped": dataset.duplicates,
                 "malformed": len(dataset.malformed),
@@ -196,7 +199,7 @@ def prepare(
             }
         )
         if on_note:
-            on_note(_data_note(collections[-1], options.aligned))
+            on_note(_data_note(collections[-1], crops))
     sets = {name: _joined([part[name] for part in parts]) for name in ("train", "val", "test")}
     if len(sets["train"].chips) == 0 or len(sets["val"].chips) == 0:
         raise DatasetError(f"{options.data}: too few labelled images for a train and a val split")
