@@ -38,6 +38,7 @@ class LinesProgress(Progress):
             f"{found.description}: {found.completed:.0f}{total} ({found.elapsed or 0.0:.0f} s)",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
         self._last_line = time.monotonic()
         self._printed = True

@@ -240,7 +240,7 @@ def train(
         manifest = run(
             options,
             on_epoch=report_epoch,
-            on_note=lambda line: err.print(line, markup=False, highlight=False),
+            on_note=lambda line: err.print(line, markup=False, highlight=False, soft_wrap=True),
         )
     except AgeLensError as error:
         raise fail(str(error), 2) from error

@@ -18,10 +18,14 @@ from numpy.typing import NDArray
 from torch.nn import functional
 
 from agelens.networks.resnet10 import AgeNet
+from agelens.progress import task_progress
 from agelens.training.augmentation import Normalise
 from agelens.training.config import LabelledChips
 from agelens.training.objective import Objective
 from agelens.training.validation import BestSoFar, end_epoch, val_scores
+
+#: Chips a feature pass takes at once.
+_BATCH = 64
 
 
 def train_head(
@@ -101,9 +105,12 @@ def _features(
     """Pooled features of every chip, then (``mirror``) of every mirrored chip."""
     device = next(net.parameters()).device
     outputs = []
-    with torch.inference_mode():
-        for flipped in (False, True) if mirror else (False,):
-            for start in range(0, len(chips), 256):
-                x = normalise(torch.from_numpy(chips[start : start + 256]).to(device))
+    passes = (False, True) if mirror else (False,)
+    with torch.inference_mode(), task_progress() as progress:
+        task = progress.add_task("Features of the base", total=len(chips) * len(passes))
+        for flipped in passes:
+            for start in range(0, len(chips), _BATCH):
+                x = normalise(torch.from_numpy(chips[start : start + _BATCH]).to(device))
                 outputs.append(net.features(x.flip(3) if flipped else x))
+                progress.advance(task, len(x))
     return torch.cat(outputs).clone()
