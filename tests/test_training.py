@@ -204,13 +204,19 @@ def test_chip_cache_is_reused_and_invalidated(face_dataset, tmp_path):
     assert len(list(tmp_path.glob("*.npz"))) == 3
 
 
+def _face_and_wall(folder: Path, astronaut: np.ndarray) -> Path:
+    """A labelled photo of a face and one of a bare wall; their ``labels.csv``."""
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(astronaut).save(folder / "face.jpg")
+    Image.new("RGB", (300, 300), (120, 130, 140)).save(folder / "wall.jpg")
+    (folder / "labels.csv").write_text("path,age\nface.jpg,35\nwall.jpg,40\n")
+    return folder / "labels.csv"
+
+
 def test_a_photo_with_no_face_is_left_out_of_the_chips_and_counted(astronaut, tmp_path):
     """Training leaves out a photo without a face, as evaluate does, rather than learning
     the whole photo as if it were one."""
-    Image.fromarray(astronaut).save(tmp_path / "face.jpg")
-    Image.new("RGB", (300, 300), (120, 130, 140)).save(tmp_path / "wall.jpg")
-    (tmp_path / "labels.csv").write_text("path,age\nface.jpg,35\nwall.jpg,40\n")
-    items = unique_samples(read_dataset(f"csv:{tmp_path / 'labels.csv'}"))
+    items = unique_samples(read_dataset(f"csv:{_face_and_wall(tmp_path, astronaut)}"))
     settings = AlignmentSettings(48, 0.2, "edge", aligned=False)
     chips = load_chips(items, settings, cache_dir=tmp_path / "cache", show_progress=False)
     assert [s.path.name for s in chips.samples] == ["face.jpg"] and len(chips.chips) == 1
@@ -232,18 +238,31 @@ def test_edge_border_chips_have_no_black_frame(astronaut):
     assert all(0 <= x <= tight.shape[1] and 0 <= y <= tight.shape[0] for x, y in landmarks)
 
 
+def _head_job(
+    face_dataset: Path,
+    tmp_path: Path,
+    out: str = "model",
+    *,
+    epochs: int = 1,
+    seed: int = 0,
+    more_data: tuple[str, ...] = (),
+) -> JobOptions:
+    """A head-mode job on the made UTKFace crops, on the CPU, caching under ``tmp_path``."""
+    return JobOptions(
+        f"utkface:{face_dataset}",
+        tmp_path / out,
+        TrainConfig(mode="head", epochs=epochs, max_age=100, seed=seed),
+        IMFDB,
+        cache_dir=tmp_path / "cache",
+        device="cpu",
+        more_data=more_data,
+    )
+
+
 def test_training_job_writes_a_bundle_the_estimator_loads(face_dataset, tmp_path, astronaut):
     out = tmp_path / "model"
-    config = TrainConfig(mode="head", epochs=3, max_age=100)
     manifest = run(
-        JobOptions(
-            f"utkface:{face_dataset}",
-            out,
-            config,
-            IMFDB,
-            cache_dir=tmp_path / "cache",
-            device="cpu",
-        ),
+        _head_job(face_dataset, tmp_path, epochs=3),
         show_progress=False,
         on_note=(notes := []).append,
     )
@@ -335,17 +354,7 @@ def test_a_research_only_base_makes_a_research_only_bundle(tmp_path):
 
 
 def test_a_job_without_enough_minors_fits_no_gate_policy(face_dataset, tmp_path):
-    manifest = run(
-        JobOptions(
-            f"utkface:{face_dataset}",
-            tmp_path / "model",
-            TrainConfig(mode="head", epochs=1, max_age=100),
-            IMFDB,
-            cache_dir=tmp_path / "cache",
-            device="cpu",
-        ),
-        show_progress=False,
-    )
+    manifest = run(_head_job(face_dataset, tmp_path), show_progress=False)
     assert "gate" not in manifest and "Challenge 25" in manifest["gate_not_fitted"]
     estimator = AgeEstimator(str(tmp_path / "model"))
     assert estimator.gate_policy(18).buffer == 7  # Challenge 25's rule
@@ -380,15 +389,7 @@ def test_a_second_head_run_on_the_same_data_reads_the_features_back(
 
     monkeypatch.setattr(head_only, "_features", counted)
     for seed in (0, 1):
-        options = JobOptions(
-            f"utkface:{face_dataset}",
-            tmp_path / f"seed{seed}",
-            TrainConfig(mode="head", epochs=2, max_age=100, seed=seed),
-            IMFDB,
-            cache_dir=tmp_path / "cache",
-            device="cpu",
-        )
-        run(options, show_progress=False)
+        run(_head_job(face_dataset, tmp_path, f"seed{seed}", seed=seed), show_progress=False)
         # Train (with mirrored copies) and val, computed by the first run only.
         assert computed == [True, False]
     assert len(list((tmp_path / "cache").glob("features-*.npy"))) == 2
@@ -397,21 +398,9 @@ def test_a_second_head_run_on_the_same_data_reads_the_features_back(
 def test_a_run_mixing_crops_and_photos_finds_faces_in_the_photos_only(
     face_dataset, astronaut, tmp_path
 ):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    Image.fromarray(astronaut).save(photos / "face.jpg")
-    Image.new("RGB", (300, 300), (120, 130, 140)).save(photos / "wall.jpg")
-    (photos / "labels.csv").write_text("path,age\nface.jpg,35\nwall.jpg,40\n")
+    photos = _face_and_wall(tmp_path / "photos", astronaut)
     manifest = run(
-        JobOptions(
-            f"utkface:{face_dataset}",
-            tmp_path / "model",
-            TrainConfig(mode="head", epochs=1, max_age=100),
-            IMFDB,
-            cache_dir=tmp_path / "cache",
-            device="cpu",
-            more_data=(f"csv:{photos / 'labels.csv'}#photos",),
-        ),
+        _head_job(face_dataset, tmp_path, more_data=(f"csv:{photos}#photos",)),
         show_progress=False,
         on_note=(notes := []).append,
     )

@@ -135,27 +135,7 @@ def import_gender(model_json: Path, preset: str, out: Path, name: str) -> dict[s
     if difference > MAX_PROBABILITY_DIFFERENCE:
         raise SystemExit(f"ONNX and torch differ by {difference:.4f} in probability: not written")
     manifest = {
-        "schema": 1,
-        "name": name,
-        "description": known["description"] + " Research use only.",
-        "task": "gender",
-        "input": {
-            "name": "images",
-            "layout": "NCHW",
-            "size": known["size"],
-            "color_order": "RGB",
-            "mean": known["mean"],
-            "scale": known["scale"],
-            "network_channel_order": known["spec"]["channel_order"],
-        },
-        "output": {"name": "probabilities", "softmax_in_graph": True, "labels": known["labels"]},
-        "alignment": {
-            "landmarks": "dlib-5-point",
-            "chip_padding": known["chip_padding"],
-            "border": "edge",
-        },
-        "license": _research_licence(model_json, info, known),
-        "source": f"imported by tools/import_tfjs.py from {model_json.name}",
+        **_imported_manifest(name, "gender", known, {"labels": known["labels"]}, model_json, info),
         "inference": {"flip_tta": True},
         "decision": known["decision"],
         "artifact": {
@@ -205,6 +185,40 @@ def check_bundle(folder: Path, manifest: dict[str, Any]) -> float:
     return float(np.abs(onnx_p @ ages - torch_p @ ages).max())
 
 
+def _imported_manifest(
+    name: str,
+    task: str,
+    known: dict[str, Any],
+    output: dict[str, Any],
+    model_json: Path,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """What every imported bundle's manifest says: its input, output, framing and licence."""
+    return {
+        "schema": 1,
+        "name": name,
+        "description": known["description"] + " Research use only.",
+        "task": task,
+        "input": {
+            "name": "images",
+            "layout": "NCHW",
+            "size": known["size"],
+            "color_order": "RGB",
+            "mean": known["mean"],
+            "scale": known["scale"],
+            "network_channel_order": known["spec"]["channel_order"],
+        },
+        "output": {"name": "probabilities", "softmax_in_graph": True, **output},
+        "alignment": {
+            "landmarks": "dlib-5-point",
+            "chip_padding": known["chip_padding"],
+            "border": "edge",
+        },
+        "license": _research_licence(model_json, info, known),
+        "source": f"imported by tools/import_tfjs.py from {model_json.name}",
+    }
+
+
 def import_network(model_json: Path, preset: str, out: Path, name: str) -> dict[str, Any]:
     known = PRESETS[preset]
     info = json.loads(model_json.read_text())
@@ -216,28 +230,8 @@ def import_network(model_json: Path, preset: str, out: Path, name: str) -> dict[
     export_onnx(net, out / "model.onnx", known["size"], half_weights=True)
     model_bytes = (out / "model.onnx").read_bytes()
     manifest = {
-        "schema": 1,
-        "name": name,
-        "description": known["description"] + " Research use only.",
-        "task": "age",
-        "input": {
-            "name": "images",
-            "layout": "NCHW",
-            "size": known["size"],
-            "color_order": "RGB",
-            "mean": known["mean"],
-            "scale": known["scale"],
-            "network_channel_order": known["spec"]["channel_order"],
-        },
-        "output": {"name": "probabilities", "softmax_in_graph": True, "ages": known["ages"]},
-        "alignment": {
-            "landmarks": "dlib-5-point",
-            "chip_padding": known["chip_padding"],
-            "border": "edge",
-        },
+        **_imported_manifest(name, "age", known, {"ages": known["ages"]}, model_json, info),
         "network": spec.to_manifest(),
-        "license": _research_licence(model_json, info, known),
-        "source": f"imported by tools/import_tfjs.py from {model_json.name}",
         "inference": {"flip_tta": True},
         "artifact": {
             "path": "model.onnx",

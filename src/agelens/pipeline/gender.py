@@ -19,7 +19,7 @@ from agelens.models.bundles import GENDER, Bundle, load_bundle
 from agelens.pipeline.chips import chip_from_landmarks
 from agelens.pipeline.estimates import GenderEstimate, gender_estimates
 from agelens.pipeline.images import RGBImage
-from agelens.pipeline.network import BATCH_SIZE, network_input, softmax
+from agelens.pipeline.network import mean_over_copies
 from agelens.pipeline.runtime import open_session
 
 
@@ -56,21 +56,7 @@ class GenderModel:
         if len(chips) == 0:
             return np.zeros((0, len(self.bundle.labels)), dtype=np.float32)
         copies = [chips, chips[:, :, ::-1]] if self.bundle.flip_tta else [chips]
-        batch = np.concatenate(copies)
-        outputs = np.concatenate(
-            [
-                self._run(batch[start : start + BATCH_SIZE])
-                for start in range(0, len(batch), BATCH_SIZE)
-            ]
-        )
-        return outputs.reshape(len(copies), len(chips), -1).mean(axis=0)
-
-    def _run(self, chips: NDArray[np.uint8]) -> NDArray[np.float32]:
-        inputs = network_input(chips, self.bundle)
-        (outputs,) = self._session.run([self.bundle.output_name], {self.bundle.input_name: inputs})
-        if not self.bundle.manifest["output"].get("softmax_in_graph", True):
-            outputs = softmax(outputs)
-        return np.asarray(outputs, dtype=np.float32)
+        return mean_over_copies(self._session, self.bundle, copies)
 
     def estimate(
         self, faces: Sequence[tuple[RGBImage, Sequence[tuple[float, float]]]]

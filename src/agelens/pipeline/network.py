@@ -4,6 +4,7 @@ the chip mirrored, and (for video) the chip's light scaled."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -12,6 +13,9 @@ from agelens.errors import ModelError
 from agelens.models.bundles import Bundle
 from agelens.pipeline.runtime import open_session
 
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
 BATCH_SIZE = 64
 #: The chip's light, scaled, for :meth:`AgeModel.distributions`'s ``gains``. The
 #: networks read one face differently as its light changes (cydral-v1: a face reads
@@ -19,6 +23,22 @@ BATCH_SIZE = 64
 #: person are lit differently, and averaging each over these levels makes its reading
 #: depend less on the light of the moment (``docs/video.md``).
 LIGHT_GAINS = (0.85, 1.0, 1.15)
+
+
+def mean_over_copies(
+    session: ort.InferenceSession, bundle: Bundle, copies: list[NDArray[np.uint8]]
+) -> NDArray[np.float32]:
+    """Each chip's probabilities averaged over its copies (mirrored, relit): the copies
+    join the same batches, and each chip's are averaged after."""
+    batch = np.concatenate(copies)
+    outputs = []
+    for start in range(0, len(batch), BATCH_SIZE):
+        inputs = network_input(batch[start : start + BATCH_SIZE], bundle)
+        (found,) = session.run([bundle.output_name], {bundle.input_name: inputs})
+        if not bundle.manifest["output"].get("softmax_in_graph", True):
+            found = softmax(found)
+        outputs.append(np.asarray(found, dtype=np.float32))
+    return np.concatenate(outputs).reshape(len(copies), len(copies[0]), -1).mean(axis=0)
 
 
 class AgeModel:
@@ -48,22 +68,7 @@ class AgeModel:
         copies = [_relit(chips, gain) for gain in gains]
         if flip:
             copies += [copy[:, :, ::-1] for copy in copies]
-        # The copies join the same batches; each chip's copies are averaged after.
-        batch = np.concatenate(copies)
-        probabilities = np.concatenate(
-            [
-                self._run(batch[start : start + BATCH_SIZE])
-                for start in range(0, len(batch), BATCH_SIZE)
-            ]
-        )
-        return probabilities.reshape(len(copies), len(chips), -1).mean(axis=0)
-
-    def _run(self, chips: NDArray[np.uint8]) -> NDArray[np.float32]:
-        inputs = network_input(chips, self.bundle)
-        (outputs,) = self._session.run([self.bundle.output_name], {self.bundle.input_name: inputs})
-        if not self.bundle.manifest["output"].get("softmax_in_graph", True):
-            outputs = softmax(outputs)
-        return outputs.astype(np.float32, copy=False)
+        return mean_over_copies(self._session, self.bundle, copies)
 
 
 def _relit(chips: NDArray[np.uint8], gain: float) -> NDArray[np.uint8]:
