@@ -147,6 +147,17 @@ def train(
         ),
     ] = 0.3,
     patience: Annotated[int, typer.Option(help="Epochs without val gain before stopping.")] = 4,
+    balance: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            metavar="B",
+            help="Even out --data collections and age bands in each epoch: 0 keeps the "
+            "data's mix, 1 draws every collection-and-band cell alike, 0.5 in proportion "
+            "to the square root of its size.",
+        ),
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of initialisation order and augmentation.")] = 0,
     base: Annotated[
         str, typer.Option(help="Bundle to start from: a name or a trained bundle's folder.")
@@ -206,6 +217,7 @@ def train(
             low_resolution=low_resolution,
             patience=patience,
             seed=seed,
+            balance=balance,
             cut=start_from,
             distill=distill,
             l2sp=l2sp,

@@ -46,12 +46,17 @@ class TrainConfig:
     #: besides the labels (knowledge distillation into a smaller student), and their weight.
     teacher: str = ""
     teacher_weight: float = 1.0
+    #: How far each epoch evens out collections and age bands (:mod:`sampling`): 0 the
+    #: data's own mix, 1 every collection-and-band cell alike.
+    balance: float = 0.0
 
     def __post_init__(self) -> None:
         # Only the fine-tuning loop learns from a teacher: elsewhere it would be computed
         # and silently ignored.
         if self.teacher and self.mode != "finetune":
             raise ValueError("a teacher (--teacher) trains a student in --mode finetune only")
+        if not 0 <= self.balance <= 1:
+            raise ValueError(f"--balance is 0-1, got {self.balance}")
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from agelens.progress import task_progress
 from agelens.training.augmentation import Normalise
 from agelens.training.config import LabelledChips
 from agelens.training.objective import Objective
+from agelens.training.sampling import balanced_weights, epoch_order
 from agelens.training.validation import BestSoFar, end_epoch, val_scores
 
 #: Chips a feature pass takes at once.
@@ -47,6 +48,7 @@ def train_head(
     train_ages = torch.from_numpy(train_set.ages).repeat(2).to(device)
     train_groups = torch.from_numpy(train_set.groups).repeat(2).to(device)
     val_ages, val_groups = torch.from_numpy(val_set.ages), torch.from_numpy(val_set.groups)
+    weights = balanced_weights(train_set, config.balance)
     head = net.head
     optimiser = torch.optim.AdamW(
         head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -54,7 +56,7 @@ def train_head(
     history: list[dict[str, float]] = []
     best = BestSoFar(head, config.patience)
     for epoch in range(1, config.epochs + 1):
-        order = torch.randperm(len(train_features), generator=generator).to(device)
+        order = epoch_order(len(train_features), generator, weights).to(device)
         running = 0.0
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]

@@ -37,6 +37,7 @@ from agelens.training.objective import (
     group_weights,
     widen_head,
 )
+from agelens.training.sampling import balanced_weights, epoch_order
 from agelens.training.tail import train_tail
 from agelens.training.validation import BestSoFar, end_epoch, evaluate
 
@@ -150,6 +151,7 @@ def _finetune(
     ages = torch.from_numpy(train_set.ages).to(device)
     groups = torch.from_numpy(train_set.groups).to(device)
     teacher = None if train_set.teacher is None else torch.from_numpy(train_set.teacher).to(device)
+    weights = balanced_weights(train_set, config.balance)
     best = BestSoFar(net, config.patience)
     progress = resume_checkpoint(checkpoint, net, optimiser, generator, best)
     if progress.epoch:
@@ -158,7 +160,7 @@ def _finetune(
     averaged: list[dict[str, torch.Tensor]] = progress.extra.get("averaged", [])
     for epoch in progress.epochs_left(config.epochs):
         net.train()
-        order = torch.randperm(len(chips), generator=generator)
+        order = epoch_order(len(chips), generator, weights)
         running, seen = 0.0, 0
         for step, start in enumerate(range(0, len(order), config.batch_size)):
             index = order[start : start + config.batch_size].to(device)

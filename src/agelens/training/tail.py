@@ -37,6 +37,7 @@ from agelens.training.augmentation import Normalise
 from agelens.training.checkpoint import resume_checkpoint, save_checkpoint
 from agelens.training.config import LabelledChips
 from agelens.training.objective import Objective, distillation_loss
+from agelens.training.sampling import balanced_weights, epoch_order
 from agelens.training.validation import BestSoFar, end_epoch, val_scores
 
 _CHUNK = 64
@@ -136,12 +137,13 @@ def train_tail(
         weight_decay=decay,
     )
     val_ages, val_groups = torch.from_numpy(val_set.ages), torch.from_numpy(val_set.groups)
+    weights = balanced_weights(train_set, config.balance)
     best = BestSoFar(net, config.patience)
     progress = resume_checkpoint(checkpoint, net, optimiser, generator, best)
     history = progress.history
     for epoch in progress.epochs_left(config.epochs):
         net.train()
-        order = torch.randperm(len(train_x), generator=generator)
+        order = epoch_order(len(train_x), generator, weights)
         running, seen = 0.0, 0
         steps = (len(order) + config.batch_size - 1) // config.batch_size
         for step, begin in enumerate(range(0, len(order), config.batch_size)):
