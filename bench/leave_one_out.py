@@ -145,7 +145,7 @@ def record(results: dict[str, Any]) -> None:
             }
         manifest["checked_on"] = {
             "what": "real collections the model was neither trained nor calibrated on",
-            "command": "python bench/leave_one_out.py --data data -m MODEL; --record",
+            "command": "python bench/leave_one_out.py --data data -m MODEL, then --record",
             "collections": checked,
         }
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -184,6 +184,27 @@ def markdown(results: dict[str, Any]) -> None:
         cells.append(_cell(worst.get("pass_13_17_max"), True))
         cells.append(_cell(worst.get("pass_25_plus_min"), True))
         print("| " + " | ".join(cells) + " |")
+    gate_table(results)
+
+
+def gate_table(results: dict[str, Any]) -> None:
+    """The gate over 18 under each model's policy, per collection with ages: the share
+    passing (and how many there were) at 13-17, 18-24 and 25+, and the share referred
+    because the face could not be judged; docs/age-gate.md's table."""
+    header = ["model", "collection", "13-17 pass", "18-24 pass", "25+ pass", "referred for quality"]
+    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for model, row in results["models"].items():
+        for name, figures in row["collections"].items():
+            gate = figures.get("gate") or {}
+            if figures.get("mae") is None or not gate:
+                continue
+            label = name if figures["held_out"] else f"{name} (trained on; test split)"
+            cells = [f"`{model}`", label]
+            for band in ("13_17", "18_24", "25_plus"):
+                share, count = gate.get(f"pass_{band}"), gate.get(f"n_{band}", 0)
+                cells.append("-" if not count else f"{_cell(share, True)} of {count}")
+            cells.append(_cell(gate.get("referred_for_quality"), True))
+            print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

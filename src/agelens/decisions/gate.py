@@ -7,16 +7,18 @@ estimate clears the legal threshold *plus* a buffer, as in the UK's
 Challenge 25 (threshold 18, buffer 7: anyone who looks under 25 shows ID).
 Everyone else is referred, never refused: the gate narrows who must show ID.
 
-Two rules: ``estimate`` compares the estimated age with ``over + buffer``;
+Three rules: ``estimate`` compares the estimated age with ``over + buffer``;
 ``lower_bound`` compares the lower end of the face's calibrated 90% interval, so a
-face the network is unsure of must look older to pass. A bundle calibrated by
-AgeLens stores the rule and buffer that, on the validation faces of every domain of
-the suite (:mod:`agelens.evaluation.domains`), let at most 2% of 13-17-year-olds pass
-a gate over 18 while passing the most people aged 25+. A face that fails the quality
-check (:mod:`agelens.decisions.quality`) is referred whatever its estimate.
+face the network is unsure of must look older to pass; ``toward_lower_bound`` the
+estimate less a share of the way down to that lower end. A bundle calibrated by
+AgeLens stores the rule and buffer that, on the validation faces of every collection
+it was fitted on (real photos it never trained on; or the made-up domains of
+:mod:`agelens.evaluation.domains`), let at most 2% of 13-17-year-olds pass a gate over
+18 while passing the most people aged 25+. A face that fails the quality check
+(:mod:`agelens.decisions.quality`) is referred whatever its estimate.
 
-The rate holds for photos like those it was fitted on: the suite models prints,
-webcams, CCTV and phones, not every source a user may bring.
+The rate holds for photos like those it was fitted on, not every source a user may
+bring.
 """
 
 from __future__ import annotations

@@ -107,13 +107,14 @@ class Bundle:
     def gate_policy(self, over: float) -> GatePolicy:
         """The bundle's default gate policy for threshold ``over``.
 
-        A bundle calibrated by AgeLens stores the rule and buffer fitted on the domain
-        suite's validation faces so that, in every domain, at most 2% of 13-17-year-olds
-        pass a gate over 18. Other thresholds keep that rule and buffer, so that a higher
-        threshold never passes a face a lower one refers. Bundles without a fitted policy
-        get Challenge 25's rule: the estimate must reach over + 7. Every policy refers the
-        faces that fail the quality check. Where no buffer held the promise in every
-        domain (``holds`` is false), no face passes: the user may choose a buffer.
+        A bundle calibrated by AgeLens stores the rule and buffer fitted on validation
+        faces so that, in every collection (or domain) fitted on, at most 2% of
+        13-17-year-olds pass a gate over 18. Other thresholds keep that rule and buffer,
+        so that a higher threshold never passes a face a lower one refers. Bundles
+        without a fitted policy get Challenge 25's rule: the estimate must reach over + 7.
+        Every policy refers the faces that fail the quality check. Where no buffer held
+        the promise in every domain (``holds`` is false), no face passes: the user may
+        choose a buffer.
         """
         gate = self.manifest.get("gate") or {}
         if "buffer" in gate:
@@ -125,7 +126,7 @@ class Bundle:
             refer_all = (
                 f"{self.name} has no policy that holds: with every buffer up to "
                 f"{MAX_BUFFER:g} years, over {gate['max_minor_pass']:.0%} of 13-17-year-olds "
-                "passed in one domain of the suite, so no face passes (a buffer you choose "
+                "passed in one collection fitted on, so no face passes (a buffer you choose "
                 "overrides this)"
             )
         share = float(gate.get("share", 1.0))
