@@ -7,7 +7,8 @@ import pytest
 
 from agelens import Decision, GatePolicy, resolve_scheme
 from agelens.decisions import calibration
-from agelens.decisions.gate import _allowed, choose_policy, pass_rates
+from agelens.decisions.gate import pass_rates
+from agelens.decisions.gate_fit import _allowed, choose_policy
 from agelens.decisions.groups import DECADES, IMFDB, UTK5
 from agelens.models.bundles import CHALLENGE_BUFFER, Bundle, load_bundle
 from agelens.pipeline.estimates import Face, summarize
@@ -225,7 +226,7 @@ def test_gate_thresholds_outside_sense_are_refused(over, buffer):
 
 
 def test_a_policy_says_how_many_minors_it_rests_on_and_too_few_are_refused():
-    from agelens.decisions.gate import MIN_MINORS, too_few_minors
+    from agelens.decisions.gate_fit import MIN_MINORS, too_few_minors
 
     rng = np.random.default_rng(0)
     few = np.array([15.0, 16.0, 17.0, 30.0, 40.0, 50.0] * 5)

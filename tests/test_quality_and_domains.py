@@ -10,7 +10,7 @@ from agelens import Decision
 from agelens.batch import EstimatorPool
 from agelens.data.datasets import read_dataset
 from agelens.decisions import calibration
-from agelens.decisions.gate import choose_policy_domains
+from agelens.decisions.gate_fit import choose_policy_domains
 from agelens.decisions.quality import QualityClass, QualityLimits
 from agelens.evaluation.domain_suite import score_suite
 from agelens.evaluation.domains import DOMAINS, EYES_PER_WIDTH, degrade

@@ -19,7 +19,7 @@ from agelens.networks.resnet10 import export_onnx, load_onnx_weights
 from agelens.pipeline.chips import Aligner
 from agelens.pipeline.network import AgeModel
 from agelens.training.augmentation import Normalise, augment
-from agelens.training.config import LabelledChips, TrainConfig, pick_device
+from agelens.training.config import TrainConfig, pick_device
 from agelens.training.job import run
 from agelens.training.loop import train
 from agelens.training.objective import Objective, class_ages_for, widen_head
@@ -411,25 +411,22 @@ def test_a_run_mixing_crops_and_photos_finds_faces_in_the_photos_only(
 
 
 def test_balance_evens_out_collections_and_age_bands():
-    from agelens.training.sampling import balanced_weights, cells, epoch_order
+    from agelens.data.sampling import balanced_weights, cells, epoch_order
 
     # A large collection of adults, a small one of children and adults, and group labels.
     ages = np.array([30.0] * 900 + [8.0] * 50 + [30.0] * 50 + [np.nan] * 100, np.float32)
     sources = np.array([0] * 900 + [1] * 100 + [0] * 100)
-    data = LabelledChips(
-        np.zeros((1100, 1, 1, 3), np.uint8), ages, np.full(1100, -1), None, sources
-    )
-    found = cells(data)
+    found = cells(ages, sources)
     assert len(set(found.tolist())) == 4
     generator = torch.Generator().manual_seed(0)
-    assert balanced_weights(data, 0.0) is None
+    assert balanced_weights(ages, sources, 0.0) is None
     shuffled = epoch_order(1100, generator, None)
     assert sorted(shuffled.tolist()) == list(range(1100))
-    drawn = found[epoch_order(1100, generator, balanced_weights(data, 1.0)).numpy()]
+    drawn = found[epoch_order(1100, generator, balanced_weights(ages, sources, 1.0)).numpy()]
     shares = np.bincount(drawn)[np.unique(found)] / 1100
     assert np.all(np.abs(shares - 0.25) < 0.05)  # four cells, a quarter each
     # Mirrored copies follow their faces: the weights repeat over twice the count.
-    doubled = epoch_order(2200, generator, balanced_weights(data, 1.0)).numpy() % 1100
+    doubled = epoch_order(2200, generator, balanced_weights(ages, sources, 1.0)).numpy() % 1100
     assert abs(np.mean(found[doubled] == found[1000]) - 0.25) < 0.05
     with pytest.raises(ValueError, match="balance"):
         TrainConfig(balance=1.5)

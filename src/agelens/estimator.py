@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agelens.decisions.gate import TOWARD_LOWER_BOUND, GatePolicy, GateResult
+from agelens.decisions.gate import GatePolicy, GateResult
 from agelens.decisions.groups import IMFDB, GroupScheme, resolve_scheme
 from agelens.decisions.verify import ClaimCheck, check_claimed, verify
 from agelens.models.bundles import (
@@ -291,17 +291,7 @@ class AgeEstimator:
     @staticmethod
     def decide(faces: list[Face], policy: GatePolicy) -> GateResult:
         """Gate decisions for faces already estimated, under ``policy``."""
-        return GateResult(
-            policy.decide_image(faces),
-            [policy.decide(face) for face in faces],
-            faces,
-            policy.pass_age,
-            policy.rule,
-            [policy.reasons(face) for face in faces],
-            policy.measure,
-            policy.share if policy.rule == TOWARD_LOWER_BOUND else None,
-            [policy.score(face) for face in faces],
-        )
+        return policy.result(faces)
 
     def _face_boxes(
         self,

@@ -22,7 +22,7 @@ from agelens.cli.common import (
 )
 from agelens.data.datasets import data_record, is_crops, read_dataset, select_split, source_name
 from agelens.decisions import calibration
-from agelens.decisions.gate import fit_policy_domains, too_few_minors
+from agelens.decisions.gate_fit import fit_policy_domains, too_few_minors
 from agelens.decisions.quality import QualityLimits
 from agelens.errors import AgeLensError
 from agelens.estimator import AgeEstimator

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from agelens import strict_json
-from agelens.decisions.gate import MIN_MINORS, GatePolicy, pass_rates
+from agelens.decisions.gate import GatePolicy, pass_rates
+from agelens.decisions.gate_fit import MIN_MINORS
 from agelens.decisions.groups import GroupScheme
 from agelens.errors import ImageError
 from agelens.evaluation.metrics import Prediction, gate_scores, share_text, with_faces

@@ -46,7 +46,7 @@ class TrainConfig:
     #: besides the labels (knowledge distillation into a smaller student), and their weight.
     teacher: str = ""
     teacher_weight: float = 1.0
-    #: How far each epoch evens out collections and age bands (:mod:`sampling`): 0 the
+    #: How far each epoch evens out collections and age bands (:mod:`agelens.data.sampling`): 0 the
     #: data's own mix, 1 every collection-and-band cell alike.
     balance: float = 0.0
 

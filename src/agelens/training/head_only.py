@@ -17,12 +17,12 @@ import torch
 from numpy.typing import NDArray
 from torch.nn import functional
 
+from agelens.data.sampling import balanced_weights, epoch_order
 from agelens.networks.resnet10 import AgeNet
 from agelens.progress import task_progress
 from agelens.training.augmentation import Normalise
 from agelens.training.config import LabelledChips
 from agelens.training.objective import Objective
-from agelens.training.sampling import balanced_weights, epoch_order
 from agelens.training.validation import BestSoFar, end_epoch, val_scores
 
 #: Chips a feature pass takes at once.
@@ -48,7 +48,7 @@ def train_head(
     train_ages = torch.from_numpy(train_set.ages).repeat(2).to(device)
     train_groups = torch.from_numpy(train_set.groups).repeat(2).to(device)
     val_ages, val_groups = torch.from_numpy(val_set.ages), torch.from_numpy(val_set.groups)
-    weights = balanced_weights(train_set, config.balance)
+    weights = balanced_weights(train_set.ages, train_set.sources, config.balance)
     head = net.head
     optimiser = torch.optim.AdamW(
         head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay

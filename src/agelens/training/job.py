@@ -24,7 +24,7 @@ from agelens.data.datasets import (
     data_record,
 )
 from agelens.decisions import calibration
-from agelens.decisions.gate import fit_policy, too_few_minors
+from agelens.decisions.gate_fit import fit_policy, too_few_minors
 from agelens.decisions.groups import GroupScheme
 from agelens.evaluation.plots import plot_curves
 from agelens.models.bundles import Bundle

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from agelens.data.chip_cache import default_cache_dir
+from agelens.data.sampling import balanced_weights, epoch_order
 from agelens.decisions.groups import GroupScheme
 from agelens.networks.graph_age_net import GraphAgeNet
 from agelens.networks.resnet10 import AgeNet
@@ -37,7 +38,6 @@ from agelens.training.objective import (
     group_weights,
     widen_head,
 )
-from agelens.training.sampling import balanced_weights, epoch_order
 from agelens.training.tail import train_tail
 from agelens.training.validation import BestSoFar, end_epoch, evaluate
 
@@ -151,7 +151,7 @@ def _finetune(
     ages = torch.from_numpy(train_set.ages).to(device)
     groups = torch.from_numpy(train_set.groups).to(device)
     teacher = None if train_set.teacher is None else torch.from_numpy(train_set.teacher).to(device)
-    weights = balanced_weights(train_set, config.balance)
+    weights = balanced_weights(train_set.ages, train_set.sources, config.balance)
     best = BestSoFar(net, config.patience)
     progress = resume_checkpoint(checkpoint, net, optimiser, generator, best)
     if progress.epoch:

@@ -30,6 +30,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from agelens.data.sampling import balanced_weights, epoch_order
 from agelens.networks.graph_age_net import GraphAgeNet
 from agelens.networks.resnet10 import export_module
 from agelens.pipeline.runtime import open_session
@@ -37,7 +38,6 @@ from agelens.training.augmentation import Normalise
 from agelens.training.checkpoint import resume_checkpoint, save_checkpoint
 from agelens.training.config import LabelledChips
 from agelens.training.objective import Objective, distillation_loss
-from agelens.training.sampling import balanced_weights, epoch_order
 from agelens.training.validation import BestSoFar, end_epoch, val_scores
 
 _CHUNK = 64
@@ -137,7 +137,7 @@ def train_tail(
         weight_decay=decay,
     )
     val_ages, val_groups = torch.from_numpy(val_set.ages), torch.from_numpy(val_set.groups)
-    weights = balanced_weights(train_set, config.balance)
+    weights = balanced_weights(train_set.ages, train_set.sources, config.balance)
     best = BestSoFar(net, config.patience)
     progress = resume_checkpoint(checkpoint, net, optimiser, generator, best)
     history = progress.history

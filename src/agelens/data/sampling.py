@@ -17,25 +17,25 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from agelens.training.config import LabelledChips
-
 #: Lower edges of the age bands balanced over: children, 13-17, 18-24, 25-39, 40-59, 60+.
 BAND_EDGES = (0.0, 13.0, 18.0, 25.0, 40.0, 60.0)
 
 
-def cells(data: LabelledChips) -> NDArray[np.int64]:
-    """Each face's collection-and-band cell: its source's position times the band count
-    plus its band, where faces known only by group form a band of their own."""
-    bands = np.digitize(np.nan_to_num(data.ages, nan=-1.0), BAND_EDGES)  # 0 when no age
-    sources = np.zeros(len(data.ages), np.int64) if data.sources is None else data.sources
+def cells(ages: NDArray[np.floating], sources: NDArray[np.int64] | None) -> NDArray[np.int64]:
+    """Each face's collection-and-band cell, from its age (NaN when known only by group, a
+    band of its own) and its collection's position."""
+    bands = np.digitize(np.nan_to_num(ages, nan=-1.0), BAND_EDGES)  # 0 when no age
+    sources = np.zeros(len(ages), np.int64) if sources is None else sources
     return sources * (len(BAND_EDGES) + 1) + bands
 
 
-def balanced_weights(data: LabelledChips, balance: float) -> NDArray[np.float64] | None:
+def balanced_weights(
+    ages: NDArray[np.floating], sources: NDArray[np.int64] | None, balance: float
+) -> NDArray[np.float64] | None:
     """Each face's drawing weight, ``count^-balance`` of its cell; None when 0 (shuffle)."""
     if balance == 0:
         return None
-    found = cells(data)
+    found = cells(ages, sources)
     _, inverse, counts = np.unique(found, return_inverse=True, return_counts=True)
     return counts[inverse].astype(np.float64) ** -balance
 
