@@ -184,7 +184,26 @@ def markdown(results: dict[str, Any]) -> None:
         cells.append(_cell(worst.get("pass_13_17_max"), True))
         cells.append(_cell(worst.get("pass_25_plus_min"), True))
         print("| " + " | ".join(cells) + " |")
+    bias_table(results)
     gate_table(results)
+
+
+def bias_table(results: dict[str, Any]) -> None:
+    """The bias (estimate minus true age) by age band, per model and collection with ages."""
+    print("\n| " + " | ".join(["model", "collection", *(f"bias {b}" for b in BANDS)]) + " |")
+    print("|" + "---|" * (len(BANDS) + 2))
+    for model, row in results["models"].items():
+        for name, figures in row["collections"].items():
+            if figures.get("mae") is None:
+                continue
+            bands = figures.get("per_band", {})
+            label = name if figures["held_out"] else f"{name} (trained on; test split)"
+            cells = [f"`{model}`", label]
+            cells += [
+                "-" if bands.get(b, {}).get("bias") is None else f"{bands[b]['bias']:+.2f}"
+                for b in BANDS
+            ]
+            print("| " + " | ".join(cells) + " |")
 
 
 def gate_table(results: dict[str, Any]) -> None:

@@ -62,6 +62,11 @@ def test_a_fold_trains_without_the_held_out_collection_and_scores_it(collections
     figures = scored["collections"]
     assert [name for name, row in figures.items() if row["held_out"]] == ["gamma"]
     assert figures["gamma"]["scored"] == 30 and figures["gamma"]["mae"] > 0
+    # Each band's bias beside its MAE; weighted by the band's size, they make the whole's.
+    bands = figures["gamma"]["per_band"].values()
+    assert all(abs(band["bias"]) <= band["mae"] for band in bands)
+    pooled = sum(band["bias"] * band["n"] for band in bands) / 30
+    assert pooled == pytest.approx(figures["gamma"]["bias"], abs=1e-3)
     # Only the held-out collection counts towards the worst figures.
     assert scored["worst_held_out"]["mae_max"] == figures["gamma"]["mae"]
 

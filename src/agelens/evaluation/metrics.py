@@ -233,14 +233,19 @@ def metrics(
     with_age = [p for p in scored if p.sample.age is not None]
     if with_age:
         truth = np.array([p.sample.age for p in with_age], dtype=np.float64)
-        errors = np.abs(np.array([p.face.age for p in with_age]) - truth)
+        signed = np.array([p.face.age for p in with_age]) - truth
+        errors = np.abs(signed)
         result["mae"] = round(float(errors.mean()), 4)
         result["cs5"] = round(float((errors <= 5).mean()), 4)
         intervals = np.array([p.face.interval for p in with_age], dtype=np.float64)
         result["coverage90"] = round(calibration.coverage(intervals, truth), 4)
-        result["bias"] = round(float((np.array([p.face.age for p in with_age]) - truth).mean()), 4)
+        result["bias"] = round(float(signed.mean()), 4)
         result["per_band"] = {
-            name: {"n": int(mask.sum()), "mae": round(float(errors[mask].mean()), 4)}
+            name: {
+                "n": int(mask.sum()),
+                "mae": round(float(errors[mask].mean()), 4),
+                "bias": round(float(signed[mask].mean()), 4),
+            }
             for name, low, high in AGE_BANDS
             if (mask := (truth >= low) & (truth <= high)).any()
         }
