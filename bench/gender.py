@@ -35,11 +35,12 @@ from typing import Any
 
 import numpy as np
 from benchmark import make_photos
-from leave_one_out import FITTED_ON
+from leave_one_out import built_collections
 
 from agelens import AgeEstimator
 from agelens.batch import EstimatorPool
 from agelens.data.datasets import read_dataset, select_split
+from agelens.evaluation.leave_one_out import Collection
 from agelens.evaluation.metrics import Prediction, gender_figures, predict_samples, with_faces
 from agelens.pipeline.estimates import gender_estimates
 from agelens.pipeline.runtime import machine_record
@@ -53,17 +54,15 @@ def predictions(estimator: AgeEstimator, data: Path, split: str) -> list[Predict
         return list(predict_samples(pool, samples, aligned=True, gender=True))
 
 
-def held_out(estimator: AgeEstimator, folder: Path) -> dict[str, list[Prediction]]:
+def held_out(estimator: AgeEstimator, folder: Path) -> dict[Collection, list[Prediction]]:
     """The predictions on each built collection that labels gender, as photos."""
     found = {}
-    for table in sorted(folder.glob("*/distinct.csv")):
-        split = "test" if table.parent.name in FITTED_ON else "all"
-        samples = [s for s in select_split(read_dataset(f"csv:{table}"), split) if s.gender]
+    for collection in built_collections(folder):
+        dataset = read_dataset(collection.spec)
+        samples = [s for s in select_split(dataset, collection.split) if s.gender]
         if samples:
             with EstimatorPool(estimator) as pool:
-                found[table.parent.name] = list(
-                    predict_samples(pool, samples, aligned=False, gender=True)
-                )
+                found[collection] = list(predict_samples(pool, samples, aligned=False, gender=True))
     return found
 
 
@@ -157,9 +156,9 @@ def main() -> None:
             scored = {}
             for collection, found in held_out(estimator, args.collections).items():
                 answered = relabelled(with_faces(found), labels, threshold)
-                split = "test split" if collection in FITTED_ON else "all"
-                scored[collection] = {
-                    "data": f"{collection} ({split}), photos: the largest face found",
+                split = "all" if collection.split == "all" else f"{collection.split} split"
+                scored[collection.name] = {
+                    "data": f"{collection.name} ({split}), photos: the largest face found",
                     "no_face": sum(not p.found for p in found),
                     **gender_figures(answered),
                     "by_labelled_gender": by_labelled_gender(answered),

@@ -52,11 +52,18 @@ BANDS = ("0-12", "13-17", "18-24", "25-39", "40-59", "60+")
 
 def collections(data: Path) -> list[Collection]:
     """The two sets AgeLens trains on (their test splits), then each built collection."""
-    found = [
+    return [
         Collection("utkface", f"utkface:{data / 'UTKFace'}", "test", aligned=True),
         Collection("imfdb", f"imfdb:{data / 'imfdb-age' / 'train'}", "test", aligned=True),
+        *built_collections(data / "collections"),
     ]
-    for table in sorted((data / "collections").glob("*/distinct.csv")):
+
+
+def built_collections(folder: Path) -> list[Collection]:
+    """Each collection ``tools/face_collections.py`` built under ``folder``, with the split
+    scored: all of it, or the test split of one the shipped fits used."""
+    found = []
+    for table in sorted(folder.glob("*/distinct.csv")):
         split: Split = "test" if table.parent.name in FITTED_ON else "all"
         found.append(Collection(table.parent.name, f"csv:{table}", split))
     return found

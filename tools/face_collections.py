@@ -141,7 +141,7 @@ class Labeller:
             return {"age": str(int(match.group(1))), "gender": self.genders.get(member.name, "")}
         match = self.person_pattern.match(member.name)
         person = self.people.get(match.group(1)) if match else None
-        if person is None or not person["age"].isdigit() or match is None:
+        if person is None or not person["age"].isdigit():
             return None
         gender = person["gender"] if person["gender"] in ("female", "male") else ""
         return {"age": person["age"], "gender": gender, "person": match.group(1)}

@@ -140,7 +140,7 @@ _READERS = {
 def read_dataset(spec: str) -> Dataset:
     """Read a dataset from a spec such as ``utkface:/data/UTKFace`` (``#crops`` or
     ``#photos`` at its end says what its images are: :func:`is_crops`)."""
-    kind, _, location = _without_layout(spec).partition(":")
+    kind, _, location = _layout(spec)[0].partition(":")
     if kind not in _READERS or not location:
         raise DatasetError(
             f"dataset spec {spec!r} must be KIND:PATH with KIND one of {', '.join(_READERS)}"
@@ -154,27 +154,28 @@ CROP_KINDS = ("utkface", "imfdb")
 LAYOUT_SUFFIXES = {"#crops": True, "#photos": False}
 
 
-def _without_layout(spec: str) -> str:
-    for suffix in LAYOUT_SUFFIXES:
+def _layout(spec: str) -> tuple[str, bool | None]:
+    """The spec without its layout suffix, and what the suffix says (None without one)."""
+    for suffix, crops in LAYOUT_SUFFIXES.items():
         if spec.endswith(suffix):
-            return spec[: -len(suffix)]
-    return spec
+            return spec[: -len(suffix)], crops
+    return spec, None
 
 
 def is_crops(spec: str, default: bool) -> bool:
     """Whether a dataset's images are aligned face crops (else faces are found in them):
     as its spec's ``#crops`` or ``#photos`` says; else by kind (UTKFace and the Indian
     actors are crops); else ``default`` (``--aligned``, or train's ``--photos``)."""
-    for suffix, crops in LAYOUT_SUFFIXES.items():
-        if spec.endswith(suffix):
-            return crops
-    return True if spec.partition(":")[0] in CROP_KINDS else default
+    bare, said = _layout(spec)
+    if said is not None:
+        return said
+    return bare.partition(":")[0] in CROP_KINDS or default
 
 
 def source_name(spec: str) -> str:
     """What names a dataset's source: its kind, or a CSV's folder name (``csv:aaf/x.csv``
     is ``aaf``), so that two tables of one collection name one source."""
-    kind, _, location = _without_layout(spec).partition(":")
+    kind, _, location = _layout(spec)[0].partition(":")
     return kind if kind != "csv" else Path(location).parent.name
 
 

@@ -84,7 +84,7 @@ class GatePolicy:
             return face.age
         if self.rule == LOWER_BOUND:
             return face.interval[0]
-        return face.age - self.share * (face.age - face.interval[0])
+        return toward_lower_bound(face.age, face.interval[0], self.share)
 
     @property
     def measure(self) -> str:
@@ -138,6 +138,13 @@ class GatePolicy:
         return (
             Decision.PASS if all(self.decide(f) is Decision.PASS for f in faces) else Decision.REFER
         )
+
+
+def toward_lower_bound(estimate: Any, lower_end: Any, share: float) -> Any:
+    """The estimate less ``share`` of the way down to its interval's lower end (numbers or
+    arrays): the ``toward_lower_bound`` rule's score, as a policy applies it and a fit
+    chooses it."""
+    return estimate - share * (estimate - lower_end)
 
 
 #: The ages whose pass rate a gate over 18 must hold down, and those it should let through.

@@ -19,6 +19,7 @@ from agelens.decisions.gate import (
     MINORS,
     TOWARD_LOWER_BOUND,
     pass_rates,
+    toward_lower_bound,
 )
 from agelens.decisions.quality import QualityClass
 
@@ -102,7 +103,7 @@ def choose_policy_domains(
         """Each domain's scores under ``share`` (unjudged faces never pass), and true ages."""
         return {
             name: (
-                np.where(judged, estimates - share * (estimates - lower), -np.inf),
+                np.where(judged, toward_lower_bound(estimates, lower, share), -np.inf),
                 np.asarray(truth),
             )
             for name, (estimates, lower, truth, judged) in domains.items()

@@ -179,8 +179,7 @@ def gender_figures(predictions: Sequence[Prediction]) -> dict[str, Any]:
         truth = _GENDER_NAMES.get(str(p.sample.gender).strip().lower())
         if answer is None or truth is None:
             continue
-        likelier = max(answer.probabilities, key=lambda label: answer.probabilities[label])
-        rows.append(_GenderRow(p.sample, likelier == truth, answer.label != UNCERTAIN))
+        rows.append(_GenderRow(p.sample, answer.likelier == truth, answer.label != UNCERTAIN))
     if not rows:
         return {}
     result = _gender_figures(rows)

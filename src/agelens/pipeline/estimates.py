@@ -29,9 +29,14 @@ class GenderEstimate:
     probabilities: dict[str, float]
 
     @property
+    def likelier(self) -> str:
+        """The label the network finds likelier, even where the answer is ``uncertain``."""
+        return max(self.probabilities, key=lambda label: self.probabilities[label])
+
+    @property
     def text(self) -> str:
         """``female 93%``, or ``uncertain (female 58%)``: the words of tables and labels."""
-        likelier = max(self.probabilities, key=lambda label: self.probabilities[label])
+        likelier = self.likelier
         share = f"{likelier} {self.probabilities[likelier]:.0%}"
         return share if self.label == likelier else f"{self.label} ({share})"
 

@@ -116,15 +116,25 @@ class PreparedData:
 
     dataset: Dataset
     base: Bundle
-    counts: dict[str, int]
     sets: dict[str, LabelledChips]
     normalise: Normalise
-    unreadable: int
-    more: list[Dataset] = field(default_factory=list)
-    teacher: Bundle | None = None
     #: Per ``--data``, what became of its files: distinct, copies dropped, malformed
     #: names, unreadable files, photos with no face found (left out), split counts.
-    collections: list[dict[str, Any]] = field(default_factory=list)
+    collections: list[dict[str, Any]]
+    more: list[Dataset] = field(default_factory=list)
+    teacher: Bundle | None = None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Distinct files per split, over every dataset."""
+        return {
+            split: sum(c["split"][split] for c in self.collections)
+            for split in ("train", "val", "test")
+        }
+
+    @property
+    def unreadable(self) -> int:
+        return sum(c["unreadable"] for c in self.collections)
 
 
 def prepare(
@@ -146,7 +156,7 @@ def prepare(
     teacher = load_bundle(teacher_name, precision=FP32) if teacher_name else None
     class_ages = class_ages_for(options.config.max_age)
     options.out.mkdir(parents=True, exist_ok=True)
-    datasets, parts, counts, unreadable, collections = [], [], {}, 0, []
+    datasets, parts, collections = [], [], []
     for number, spec in enumerate(options.specs):
         dataset = read_dataset(spec)
         crops = is_crops(spec, options.aligned)
@@ -156,8 +166,6 @@ def prepare(
             on_note(f"{spec}: reading and hashing {len(dataset.samples)} files")
         unique = unique_samples(dataset)
         own_counts = write_split(dataset, options.out / name, unique)
-        for split, count in own_counts.items():
-            counts[split] = counts.get(split, 0) + count
         chips = load_chips(
             unique,
             settings,
@@ -185,7 +193,6 @@ def prepare(
             {n: replace(s, sources=np.full(len(s.ages), number)) for n, s in usable.items()}
         )
         datasets.append(dataset)
-        unreadable += len(chips.unreadable)
         collections.append(
             {
                 "spec": spec,
@@ -199,21 +206,19 @@ def prepare(
             }
         )
         if on_note:
-            on_note(_data_note(collections[-1], crops))
+            on_note(_data_note(collections[-1]))
     sets = {name: _joined([part[name] for part in parts]) for name in ("train", "val", "test")}
     if len(sets["train"].chips) == 0 or len(sets["val"].chips) == 0:
         raise DatasetError(f"{options.data}: too few labelled images for a train and a val split")
     normalise = Normalise(base.mean, base.scale)
-    return PreparedData(
-        datasets[0], base, counts, sets, normalise, unreadable, datasets[1:], teacher, collections
-    )
+    return PreparedData(datasets[0], base, sets, normalise, collections, datasets[1:], teacher)
 
 
-def _data_note(record: dict[str, Any], aligned: bool) -> str:
+def _data_note(record: dict[str, Any]) -> str:
     """One dataset's files in a line: what was kept and what was left out, and why."""
     found = (
         "read as aligned crops"
-        if aligned
+        if record["images"] == "aligned crops"
         else f"no face found in {record['no_face']} (left out, as evaluate leaves them out)"
     )
     return (
